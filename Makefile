@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Each sets up its own
+# virtual environment first (torch's CPU build before everything else, so pip pulls no CUDA).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+
+.PHONY: setup demo test lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+demo: setup
+	PATH=$(abspath $(BIN)):$$PATH snakemake --profile profiles/local --cores $(CORES)
+	$(BIN)/peftlab tables --db results/results.duckdb
+
+test: setup
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check peftlab tests workflow_scripts benchmarks
+
+clean:
+	rm -rf results logs .snakemake

@@ -1,0 +1,22 @@
+# peftlab: which parameter-efficient fine-tuning method, for this model, task and budget?
+# The Snakefile is a table of contents: the stages live in rules/, their code in peftlab/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/base.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/benchmark.smk"
+include: "rules/aggregate.smk"
+
+
+rule all:
+    input:
+        f"results/{STUDY}/aggregate.json",

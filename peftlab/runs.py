@@ -1,0 +1,171 @@
+"""One function per pipeline stage that touches models: pretrain a built base, train, evaluate, benchmark.
+
+Each takes plain paths and dicts (what a rule hands its script) and writes its outputs atomically,
+so a workflow script is only argument plumbing and every stage can be called from a test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+
+from peftlab.atomic import replace_dir, write_json, write_text
+from peftlab.bench import benchmark_generation
+from peftlab.data import load_split
+from peftlab.evaluate import mt_scores, translate
+from peftlab.methods import (
+    apply_method,
+    count_parameters,
+    get_method,
+    load_method,
+    make_method_config,
+    save_method,
+    solve_budget,
+)
+from peftlab.models import build_marian, load_model, load_tokenizer, model_identity
+from peftlab.provenance import package_versions, utc_now
+from peftlab.train import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def source_prefix(model_spec: dict, task: dict) -> str:
+    """The text put before every source sentence: a target-language tag for multilingual Marian models."""
+    template = model_spec.get("source_prefix", ">>{target_lang}<< " if model_spec["source"] == "build" else "")
+    return template.format(target_lang=task.get("target_lang", ""), source_lang=task.get("source_lang", ""))
+
+
+def _read_rows(shard_dirs: list[Path], split: str, limit: int | None = None) -> list[dict]:
+    rows = [row for d in shard_dirs for row in load_split(Path(d), split)]
+    return rows[:limit] if limit else rows
+
+
+def pretrain_base(build: dict, tokenizer_dir: Path, shard_dirs: list[Path], out_dir: Path, *,
+                  checkpoint_dir: Path, log_path: Path | None = None, device: str | None = None) -> dict:
+    """Pretrain the tiny multilingual Marian on the tagged pretraining pairs and save it with its tokenizer."""
+    device = device or default_device()
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    cfg = TrainConfig.from_dict(build.get("train", {}))
+    model = build_marian(tokenizer, d_model=build["d_model"], layers=build["layers"], heads=build["heads"],
+                         ffn_dim=build["ffn_dim"], seed=cfg.seed)
+    # Interleave the pairs' dev sets so early stopping watches every pretraining pair, not the first.
+    dev = [r for rows in zip(*[load_split(Path(d), "dev") for d in shard_dirs], strict=False) for r in rows]
+    result = train(model, _read_rows(shard_dirs, "train"), dev[: build.get("dev_examples", 300)], cfg,
+                   pad_id=tokenizer.pad_token_id, checkpoint_dir=checkpoint_dir, log_path=log_path, device=device,
+                   run_key=json.dumps(build, sort_keys=True))
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".tmp-"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    record = {"build": build, "versions": package_versions(), "device": device, **result}
+    write_json(record, tmp / "pretrain.json")
+    replace_dir(tmp, out_dir)
+    return record
+
+
+def _load_base(model_path: str, model_spec: dict, task: dict):
+    tokenizer = load_tokenizer(model_path, model_spec)
+    model = load_model(model_path, task["kind"], model_spec)
+    return model, tokenizer
+
+
+def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard_dir: Path, method_dir: Path,
+              record_path: Path, checkpoint_dir: Path, log_path: Path | None = None, device: str | None = None) -> dict:
+    """Apply the run's method at its budget, train it, save the method weights and the run record.
+
+    `run` holds the identity (run_id, study, task, method, method_name, budget, seed), the method's
+    `options`, the `train` config, `data_manifest_sha256` and `code_fingerprint`.
+    """
+    device = device or default_device()
+    started = utc_now()
+    model, _ = _load_base(model_path, model_spec, task)
+    base_total = count_parameters(model).total
+    method = get_method(run["method_name"])
+    if method.knob is None:
+        method_cfg, rel_error = make_method_config(run["method_name"], run["options"]), None
+    else:
+        solution = solve_budget(model, run["method_name"], run["options"], float(run["budget"]))
+        method_cfg, rel_error = solution.config, solution.rel_error
+    cfg = TrainConfig.from_dict({**run["train"], "seed": run["seed"]})
+    torch.manual_seed(cfg.seed)  # the method's own initialisation follows the run's seed
+    model = apply_method(model, method_cfg)
+    counts = count_parameters(model)
+    if counts.trainable == 0:
+        result = {"train": {"steps": 0, "wall_time_s": 0.0}, "curve": []}
+    else:
+        result = train(model, load_split(shard_dir, "train"), load_split(shard_dir, "dev"), cfg,
+                       pad_id=model.config.pad_token_id, checkpoint_dir=checkpoint_dir, log_path=log_path,
+                       device=device, run_key=json.dumps([run, model_path], sort_keys=True, default=str))
+    save_method(model, method_cfg, method_dir)
+    record = {
+        **{k: run[k] for k in ("run_id", "study", "task", "method", "budget", "seed", "code_fingerprint",
+                               "data_manifest_sha256")},
+        "task_kind": task["kind"], "method_family": run["method_name"],
+        "budget_target": None if run["budget"] == "none" else float(run["budget"]),
+        "status": "ok", "error": None, "log_path": str(log_path) if log_path else None,
+        "base_model": run["base_model"], "base_model_id": model_identity(model_path, model_spec),
+        "method_config": json.loads((method_dir / "method_config.json").read_text()),
+        "train_config": {**run["train"], "seed": run["seed"]},
+        "params": {"trainable": counts.trainable, "total": base_total,
+                   "realised_fraction": counts.trainable / base_total, "rel_error": rel_error,
+                   "head": getattr(counts, "head", 0)},
+        **result, "versions": package_versions(), "device": device, "started_at": started, "finished_at": utc_now(),
+    }
+    write_json(record, record_path)
+    return record
+
+
+def _load_trained(model_path: str, model_spec: dict, task: dict, method_dir: Path):
+    model, tokenizer = _load_base(model_path, model_spec, task)
+    return load_method(model, method_dir), tokenizer
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, corpus_dir: Path, method_dir: Path,
+                 record_path: Path, hypotheses_path: Path, settings: dict, device: str | None = None) -> dict:
+    """Translate the test split with beam search and score it with sacrebleu (BLEU, chrF, TER)."""
+    device = device or default_device()
+    model, tokenizer = _load_trained(model_path, model_spec, task, method_dir)
+    test = _read_jsonl(corpus_dir / "test.jsonl")
+    hypotheses = translate(model, tokenizer, [r["src"] for r in test], source_prefix=source_prefix(model_spec, task),
+                           num_beams=settings["num_beams"], batch_size=settings["batch_size"],
+                           max_new_tokens=settings["max_new_tokens"], device=device)
+    write_text("\n".join(hypotheses) + "\n", hypotheses_path)
+    record = {"run_id": run_id, "split": "test", "n_examples": len(test), "status": "ok",
+              "metrics": mt_scores(hypotheses, [r["tgt"] for r in test], task["target_lang"]),
+              "decoding": {"num_beams": settings["num_beams"], "max_new_tokens": settings["max_new_tokens"]},
+              "hypotheses_path": str(hypotheses_path), "device": device}
+    write_json(record, record_path)
+    return record
+
+
+def benchmark_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, corpus_dir: Path, method_dir: Path,
+                  record_path: Path, settings: dict, device: str | None = None) -> dict:
+    device = device or default_device()
+    model, tokenizer = _load_trained(model_path, model_spec, task, method_dir)
+    sources = [r["src"] for r in _read_jsonl(corpus_dir / "test.jsonl")]
+    rows = benchmark_generation(model, tokenizer, sources, batch_sizes=settings["batch_sizes"],
+                                warmup=settings["warmup"], repeats=settings["repeats"],
+                                new_tokens=settings["new_tokens"], source_prefix=source_prefix(model_spec, task),
+                                device=device)
+    record = {"run_id": run_id, "device": device, "threads": torch.get_num_threads(), "status": "ok",
+              "measurements": rows}
+    write_json(record, record_path)
+    return record
+
+
+def tag_languages(config_tasks: dict, names: list[str]) -> list[str]:
+    """Target languages whose tags the built vocabulary must hold."""
+    return sorted({config_tasks[n]["target_lang"] for n in names if config_tasks[n]["kind"] == "translation"})
+

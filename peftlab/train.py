@@ -1,0 +1,294 @@
+"""The training loop: one function a reader can hold in their head (nanoGPT's order of steps).
+
+Set the learning rate -> evaluate and checkpoint every `eval_interval` -> forward/backward -> clip ->
+step -> zero_grad -> log -> stop on patience or `max_steps`. The learning rate and the data order
+are pure functions of the step, so resuming needs only the step, the trainable weights, the
+optimizer state and the RNG state; all of it is saved as safetensors plus JSON, never pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import resource
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from peftlab.atomic import write_json
+from peftlab.data import collate
+
+log = logging.getLogger(__name__)
+
+
+class TrainConfigError(ValueError):
+    """An unknown or ill-typed training hyperparameter."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM arrived (SLURM's warning before a time limit or preemption); a checkpoint was saved."""
+
+
+@dataclass
+class TrainConfig:
+    """Training hyperparameters; each run's record stores the resolved values."""
+
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per step"})
+    max_steps: int = field(default=400, metadata={"help": "upper bound on optimizer steps"})
+    warmup_steps: int = field(default=50, metadata={"help": "linear warm-up, then cosine decay to min_lr_ratio"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate as a fraction of lr"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    beta2: float = field(default=0.98, metadata={"help": "AdamW beta2 (0.98 is the Transformer-MT default)"})
+    label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing of the training loss"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm; 0 disables clipping"})
+    eval_interval: int = field(default=50, metadata={"help": "steps between dev evaluations and checkpoints"})
+    patience: int = field(default=4, metadata={"help": "evaluations without dev improvement before stopping"})
+    seed: int = field(default=0, metadata={"help": "seeds initialisation, data order and dropout"})
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in values.items():
+            if key not in known:
+                raise TrainConfigError(f"unknown training option {key!r}; known: {', '.join(sorted(known))}")
+            kind = float if known[key].type == "float" else int
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+                raise TrainConfigError(f"training option {key!r} must be a {kind.__name__}, got {value!r}")
+        return cls(**values)
+
+
+def get_lr(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch's batches: shuffled, then sorted by length within windows so padding stays small."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100,
+                           label_smoothing=smoothing)
+
+
+@torch.no_grad()
+def evaluate_loss(model: torch.nn.Module, rows: list[dict], pad_id: int, batch_size: int, device: str) -> float:
+    """Mean per-token cross-entropy on a fixed split (no smoothing), for early stopping."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        batch = {k: v.to(device) for k, v in collate(rows[start:start + batch_size], pad_id).items()}
+        logits = model(**batch).logits
+        n = int((batch["labels"] != -100).sum())
+        total += float(token_loss(logits, batch["labels"])) * n
+        count += n
+    model.train()
+    return total / max(count, 1)
+
+
+def peak_memory_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+class Checkpointer:
+    """Latest state for resuming and best weights for the result, in one folder outside the rule's outputs.
+
+    `run_key` fingerprints everything that defines the run; a checkpoint with another key (say the
+    learning rate changed) is ignored rather than resumed.
+    """
+
+    def __init__(self, folder: Path, run_key: str):
+        self.folder, self.run_key = folder, run_key
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def save_best(self, model: torch.nn.Module) -> None:
+        _atomic_save_tensors(dict(_trainable(model)), self.folder / "best.safetensors")
+
+    def load_best(self, model: torch.nn.Module) -> None:
+        best = load_file(str(self.folder / "best.safetensors"))
+        params = _trainable(model)
+        with torch.no_grad():
+            for name, value in best.items():
+                params[name].copy_(value)
+
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        params = _trainable(model)
+        tensors = {f"model.{n}": p for n, p in params.items()}
+        for name, p in params.items():
+            for key, value in optimizer.state.get(p, {}).items():
+                tensors[f"opt.{key}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        tensors["rng.torch"] = torch.get_rng_state()
+        step = state["step"]
+        _atomic_save_tensors(tensors, self.folder / f"latest-{step}.safetensors")
+        # The JSON is written last and names its tensor file, so a crash between the two leaves the
+        # previous consistent pair in place.
+        write_json({**state, "run_key": self.run_key, "tensors": f"latest-{step}.safetensors"},
+                           self.folder / "latest.json")
+        for old in self.folder.glob("latest-*.safetensors"):
+            if old.name != f"latest-{step}.safetensors":
+                old.unlink()
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict | None:
+        meta_path = self.folder / "latest.json"
+        if not meta_path.exists():
+            return None
+        state = json.loads(meta_path.read_text())
+        if state.get("run_key") != self.run_key:
+            log.warning("ignoring checkpoint in %s: it belongs to a different configuration", self.folder)
+            return None
+        tensors = load_file(str(self.folder / state["tensors"]))
+        params = _trainable(model)
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(tensors[f"model.{name}"])
+        for name, p in params.items():
+            opt_state = {k.split(".", 2)[1]: v for k, v in tensors.items() if k.startswith("opt.") and k.split(".", 2)[2] == name}
+            if opt_state:
+                optimizer.state[p] = opt_state
+        torch.set_rng_state(tensors["rng.torch"])
+        return state
+
+    def clear_latest(self) -> None:
+        for path in [*self.folder.glob("latest-*.safetensors"), self.folder / "latest.json"]:
+            path.unlink(missing_ok=True)
+
+
+def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], cfg: TrainConfig, *,
+          pad_id: int, checkpoint_dir: Path, run_key: str, log_path: Path | None = None,
+          device: str = "cpu", stop_after_steps: int | None = None) -> dict:
+    """Train the model's trainable parameters in place; on return the model holds the best dev weights.
+
+    Returns the training record (`train` section) and the curve. `stop_after_steps` simulates an
+    interruption after that many steps of this invocation (used by the resume test).
+    """
+    if len(train_rows) < cfg.batch_size:
+        raise ValueError(f"{len(train_rows)} training examples are fewer than one batch of {cfg.batch_size}")
+    torch.manual_seed(cfg.seed)
+    model.to(device).train()
+    params = list(_trainable(model).values())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
+    ckpt = Checkpointer(checkpoint_dir, run_key)
+    state = ckpt.restore(model, optimizer) or {
+        "step": 0, "best_dev": None, "best_step": 0, "bad_evals": 0, "curve": [], "elapsed_s": 0.0,
+        "tokens": 0, "time_to_best_s": 0.0, "window_loss": 0.0, "window_n": 0,
+    }
+    if state["step"]:
+        log.info("resuming from step %d (best dev loss %s)", state["step"], state["best_dev"])
+
+    preempted = False
+
+    def on_sigterm(signum, frame):  # noqa: ARG001
+        nonlocal preempted
+        preempted = True
+
+    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    lengths = [len(r["input_ids"]) + len(r["labels"]) for r in train_rows]
+    batches_per_epoch = len(train_rows) // cfg.batch_size
+    epoch_cache: dict[int, list[list[int]]] = {}
+    log_file = open(log_path, "a") if log_path else None  # noqa: SIM115
+    started, steps_this_call = time.perf_counter(), 0
+    elapsed_before = state["elapsed_s"]
+    stopped_early = False
+    try:
+        while True:
+            step = state["step"]
+            elapsed = elapsed_before + time.perf_counter() - started
+            if step % cfg.eval_interval == 0 and step > 0 and (not state["curve"] or state["curve"][-1]["step"] != step):
+                dev_loss = evaluate_loss(model, dev_rows, pad_id, cfg.batch_size, device)
+                point = {"step": step, "train_loss": state["window_loss"] / max(state["window_n"], 1), "dev_loss": dev_loss,
+                         "lr": get_lr(step - 1, cfg), "elapsed_s": round(elapsed, 3)}
+                state["curve"].append(point)
+                state.update(window_loss=0.0, window_n=0)
+                if state["best_dev"] is None or dev_loss < state["best_dev"]:
+                    state.update(best_dev=dev_loss, best_step=step, bad_evals=0, time_to_best_s=elapsed)
+                    ckpt.save_best(model)
+                else:
+                    state["bad_evals"] += 1
+                log.info("step %d  train %.4f  dev %.4f  best %.4f@%d  %.0fs", step, point["train_loss"],
+                         dev_loss, state["best_dev"], state["best_step"], elapsed)
+                if log_file:
+                    log_file.write(json.dumps(point) + "\n")
+                    log_file.flush()
+                ckpt.save(model, optimizer, {**state, "elapsed_s": elapsed})
+                if state["bad_evals"] >= cfg.patience:
+                    stopped_early = True
+                    break
+            if step >= cfg.max_steps:
+                break
+            if preempted or (stop_after_steps is not None and steps_this_call >= stop_after_steps):
+                ckpt.save(model, optimizer, {**state, "elapsed_s": elapsed})
+                raise Preempted(f"stopped at step {step}; checkpoint saved in {checkpoint_dir}")
+
+            for group in optimizer.param_groups:
+                group["lr"] = get_lr(step, cfg)
+            epoch, index = divmod(step, batches_per_epoch)
+            if epoch not in epoch_cache:
+                epoch_cache = {epoch: batch_order(lengths, cfg.batch_size, cfg.seed, epoch)}
+            batch = collate([train_rows[i] for i in epoch_cache[epoch][index]], pad_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(**batch).logits
+            loss = token_loss(logits, batch["labels"], cfg.label_smoothing)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["window_loss"] += float(loss.detach())
+            state["window_n"] += 1
+            state["tokens"] += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+            state["step"] = step + 1
+            steps_this_call += 1
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        if log_file:
+            log_file.close()
+
+    elapsed = elapsed_before + time.perf_counter() - started
+    if state["best_dev"] is None:  # max_steps below eval_interval: the final weights are the best we have
+        state.update(best_dev=evaluate_loss(model, dev_rows, pad_id, cfg.batch_size, device), best_step=state["step"])
+        ckpt.save_best(model)
+    ckpt.load_best(model)
+    ckpt.clear_latest()
+    return {
+        "train": {
+            "steps": state["step"], "wall_time_s": round(elapsed, 3),
+            "time_per_step_s": round(elapsed / max(state["step"], 1), 5),
+            "tokens_per_s": round(state["tokens"] / max(elapsed, 1e-9), 1),
+            "peak_memory_mb": round(peak_memory_mb(device), 1), "best_dev_score": state["best_dev"],
+            "dev_metric": "dev_loss", "best_step": state["best_step"],
+            "time_to_best_s": round(state["time_to_best_s"], 3), "stopped_early": stopped_early,
+        },
+        "curve": state["curve"],
+    }

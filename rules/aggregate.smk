@@ -1,0 +1,18 @@
+# All run records of the study into results/results.duckdb. The database is shared by every study,
+# so it is not a declared output (Snakemake would delete it, and other studies' rows, before the
+# job); the declared output is this study's aggregation summary.
+
+
+rule aggregate:
+    input:
+        final_outputs(),
+    output:
+        "results/{study}/aggregate.json",
+    params:
+        run_dirs=[run.path for run in RUNS],
+        db="results/results.duckdb",
+        code=fingerprint("peftlab/results"),
+    log:
+        "logs/{study}/aggregate.log",
+    script:
+        "../workflow_scripts/aggregate.py"

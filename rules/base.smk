@@ -1,0 +1,39 @@
+# A base model built here: a joint vocabulary, then pretraining on the tagged pretraining pairs.
+
+
+def vocabulary_corpora(w):
+    return expand("results/{study}/corpora/{task}/manifest.json", study=w.study,
+                  task=grid.tasks_of_model(config, w.model))
+
+
+rule build_tokenizer:
+    input:
+        vocabulary_corpora,
+    output:
+        "results/{study}/base/{model}/tokenizer/tokenizer.json",
+    params:
+        build=lambda w: model_spec(w.model)["build"],
+        languages=lambda w: grid.task_languages(config, w.model),
+        code=fingerprint("peftlab/models.py"),
+    log:
+        "logs/{study}/build_tokenizer/{model}.log",
+    script:
+        "../workflow_scripts/build_tokenizer.py"
+
+
+rule pretrain_base:
+    input:
+        tokenizer="results/{study}/base/{model}/tokenizer/tokenizer.json",
+        shards=lambda w: [shards_of(t) for t in model_spec(w.model)["build"]["pretrain_tasks"]],
+    output:
+        directory("results/{study}/base/{model}/model"),
+    params:
+        build=lambda w: model_spec(w.model)["build"],
+        checkpoints="results/{study}/checkpoints/base/{model}",
+        code=fingerprint("peftlab/models.py", "peftlab/train.py"),
+    log:
+        "logs/{study}/pretrain_base/{model}.log",
+    # Nothing else can run until the base model exists: give it every core.
+    threads: workflow.cores
+    script:
+        "../workflow_scripts/pretrain_base.py"

@@ -1,0 +1,79 @@
+# Config validation, the grid, and the small input functions the rules share.
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)  # run from a checkout without installing peftlab
+
+from peftlab import grid
+from peftlab.provenance import code_fingerprint
+
+validate(config, schema="../config/schema.yaml")
+try:
+    grid.check_config(config)
+except ValueError as error:
+    raise WorkflowError(f"config error: {error}") from None
+
+STUDY = config["study"]
+RUNS = grid.expand_runs(config)
+THREADS = config.get("threads_per_job", 1)
+
+
+wildcard_constraints:
+    study=STUDY,
+    task="|".join(config["tasks"]),
+    method="|".join(config["methods"]),
+    model="|".join(config["base_models"]),
+    budget=r"none|[0-9.e-]+",
+    seed=r"\d+",
+
+
+def fingerprint(*paths):
+    """Hash of the code a rule runs; passed through params so a code change reruns just that rule."""
+    return code_fingerprint(Path(workflow.basedir, p) for p in paths)
+
+
+def method_code(method_entry):
+    """A method's own package plus the registry and shared modules beside it."""
+    methods = Path(workflow.basedir, "peftlab/methods")
+    name = config["methods"][method_entry]["method"]
+    shared = [p for p in methods.glob("*.py")]
+    return [*shared, methods / name] if (methods / name).exists() else shared
+
+
+def task_model(task):
+    return config["tasks"][task]["base_model"]
+
+
+def model_spec(model):
+    return config["base_models"][model]
+
+
+def is_built(model):
+    return model_spec(model)["source"] == "build"
+
+
+def shards_of(task):
+    return f"results/{STUDY}/shards/{task_model(task)}/{task}/manifest.json"
+
+
+def base_model_dir(model):
+    """Inputs a job needs for its base model: the built folder, or nothing for hub/local/package models."""
+    return [f"results/{STUDY}/base/{model}/model"] if is_built(model) else []
+
+
+def model_path(model):
+    from peftlab.models import resolve_model_path
+
+    built = Path(f"results/{STUDY}/base/{model}/model") if is_built(model) else None
+    return resolve_model_path(model_spec(model), built)
+
+
+def run_dir(w):
+    return f"results/{w.study}/runs/{w.task}/{w.method}/{w.budget}/seed{w.seed}"
+
+
+def final_outputs():
+    return [f"{run.path}/{name}.json" for run in RUNS for name in ("train", "eval", "bench")]

@@ -1,0 +1,31 @@
+# Corpus preparation and tokenized shards. Shards are keyed by (corpus, tokenizer) only, so every
+# method, budget and seed of a task reads the same files.
+
+
+rule prepare_corpus:
+    output:
+        "results/{study}/corpora/{task}/manifest.json",
+    params:
+        task=lambda w: config["tasks"][w.task],
+        code=fingerprint("peftlab/data"),
+    log:
+        "logs/{study}/prepare_corpus/{task}.log",
+    script:
+        "../workflow_scripts/prepare_corpus.py"
+
+
+rule build_shards:
+    input:
+        corpus="results/{study}/corpora/{task}/manifest.json",
+        base=lambda w: [f"results/{STUDY}/base/{w.model}/tokenizer/tokenizer.json"] if is_built(w.model) else [],
+    output:
+        "results/{study}/shards/{model}/{task}/manifest.json",
+    params:
+        task=lambda w: config["tasks"][w.task],
+        model_spec=lambda w: model_spec(w.model),
+        tokenizer_path=lambda w: f"results/{STUDY}/base/{w.model}/tokenizer" if is_built(w.model) else model_path(w.model),
+        code=fingerprint("peftlab/data", "peftlab/runs.py"),
+    log:
+        "logs/{study}/build_shards/{model}/{task}.log",
+    script:
+        "../workflow_scripts/build_shards.py"

@@ -1,0 +1,93 @@
+"""The training loop: schedule, data order, early stopping, and resume-after-interruption equality."""
+
+import json
+
+import pytest
+import torch
+from transformers import MarianConfig, MarianMTModel
+
+from peftlab.train import Preempted, TrainConfig, TrainConfigError, batch_order, get_lr, train
+
+torch.set_num_threads(1)
+
+
+def tiny_model(seed: int = 0) -> MarianMTModel:
+    torch.manual_seed(seed)
+    config = MarianConfig(vocab_size=40, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                          decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
+                          pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    return MarianMTModel(config)
+
+
+def copy_rows(n: int, seed: int = 0) -> list[dict]:
+    """A copy task: the target repeats the source, so loss falls quickly and measurably."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        ids = torch.randint(2, 40, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist() + [1]
+        rows.append({"id": str(i), "input_ids": ids, "labels": ids})
+    return rows
+
+
+CFG = dict(lr=3e-3, batch_size=8, max_steps=24, warmup_steps=4, eval_interval=6, patience=10)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    assert get_lr(0, cfg) == pytest.approx(0.1)
+    assert get_lr(9, cfg) == pytest.approx(1.0)
+    assert get_lr(110, cfg) == pytest.approx(0.1)
+    assert get_lr(60, cfg) < get_lr(20, cfg)
+
+
+def test_batch_order_is_deterministic_and_covers_the_epoch():
+    lengths = [i % 7 for i in range(100)]
+    first, again, other = (batch_order(lengths, 10, 0, 0), batch_order(lengths, 10, 0, 0), batch_order(lengths, 10, 0, 1))
+    assert first == again and first != other
+    assert sorted(i for b in first for i in b) == list(range(100))
+
+
+def test_unknown_or_ill_typed_option_is_refused():
+    with pytest.raises(TrainConfigError, match="unknown training option 'learning_rate'"):
+        TrainConfig.from_dict({"learning_rate": 1e-3})
+    with pytest.raises(TrainConfigError, match="'batch_size' must be a int"):
+        TrainConfig.from_dict({"batch_size": 8.5})
+
+
+def test_training_lowers_dev_loss_and_keeps_the_best_weights(tmp_path):
+    model = tiny_model()
+    result = train(model, copy_rows(64), copy_rows(16, seed=1), TrainConfig(**CFG), pad_id=0,
+                   checkpoint_dir=tmp_path / "ckpt", run_key="a", log_path=tmp_path / "curve.jsonl")
+    curve = result["curve"]
+    assert [p["step"] for p in curve] == [6, 12, 18, 24]
+    assert curve[-1]["dev_loss"] < curve[0]["dev_loss"]
+    assert result["train"]["best_dev_score"] == min(p["dev_loss"] for p in curve)
+    assert len((tmp_path / "curve.jsonl").read_text().splitlines()) == 4
+    assert not (tmp_path / "ckpt" / "latest.json").exists()  # cleared once the run is complete
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    rows, dev = copy_rows(64), copy_rows(16, seed=1)
+    straight = tiny_model()
+    expected = train(straight, rows, dev, TrainConfig(**CFG), pad_id=0, checkpoint_dir=tmp_path / "a", run_key="k")
+
+    resumed = tiny_model()
+    with pytest.raises(Preempted):
+        train(resumed, rows, dev, TrainConfig(**CFG), pad_id=0, checkpoint_dir=tmp_path / "b", run_key="k",
+              stop_after_steps=9)  # between two evaluations, so resuming must replay from step 9 exactly
+    assert json.loads((tmp_path / "b" / "latest.json").read_text())["step"] == 9
+    fresh = tiny_model(seed=123)  # a new process: different init, the checkpoint must restore everything
+    got = train(fresh, rows, dev, TrainConfig(**CFG), pad_id=0, checkpoint_dir=tmp_path / "b", run_key="k")
+
+    assert [p["dev_loss"] for p in got["curve"]] == [p["dev_loss"] for p in expected["curve"]]
+    for (name, a), (_, b) in zip(straight.state_dict().items(), fresh.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
+    rows, dev = copy_rows(64), copy_rows(16, seed=1)
+    with pytest.raises(Preempted):
+        train(tiny_model(), rows, dev, TrainConfig(**CFG), pad_id=0, checkpoint_dir=tmp_path, run_key="old",
+              stop_after_steps=9)
+    result = train(tiny_model(), rows, dev, TrainConfig(**CFG), pad_id=0, checkpoint_dir=tmp_path, run_key="new")
+    assert result["train"]["steps"] == CFG["max_steps"] and result["curve"][0]["step"] == 6

@@ -1,0 +1,19 @@
+"""Shared start of every workflow script: log to the rule's log file, pin torch threads."""
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # peftlab from the checkout
+
+
+def start(snakemake) -> None:
+    logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One OpenMP pool per job, sized to the job's threads; passive waiting stops idle threads from
+    # spinning against the jobs running beside this one.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    torch.set_num_threads(max(1, snakemake.threads))

@@ -1,0 +1,11 @@
+from pathlib import Path
+
+from _setup import start
+
+start(snakemake)  # noqa: F821
+from peftlab.atomic import write_json  # noqa: E402
+from peftlab.results import aggregate  # noqa: E402
+
+sm = snakemake  # noqa: F821
+counts = aggregate([Path(d) for d in sm.params.run_dirs], Path(sm.params.db))
+write_json({"db": sm.params.db, "runs": len(sm.params.run_dirs), **counts}, Path(sm.output[0]))
