@@ -5,7 +5,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo is the default; a study given with --configfile replaces it rather than being merged into it.
+if not config:
+
+    configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"

@@ -74,7 +74,12 @@ def train_config(config: dict, method: str) -> dict:
 
 def architecture_on_meta(config: dict, model_name: str, kind: str) -> torch.nn.Module | None:
     """The base model's architecture without weights, when it is knowable offline; else None."""
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification, MarianConfig
+    from transformers import (
+        AutoConfig,
+        AutoModelForSeq2SeqLM,
+        AutoModelForSequenceClassification,
+        MarianConfig,
+    )
 
     spec = config["base_models"][model_name]
     if spec["source"] == "build":

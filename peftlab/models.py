@@ -8,6 +8,7 @@ target-language tags (">>fr<<"), then adapts it to held-out pairs. Cluster studi
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from transformers import (
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+
+from peftlab.methods import load_method
 
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
 
@@ -125,3 +128,31 @@ def model_identity(path: str, spec: dict) -> str:
     parts = [(folder / "config.json").read_text()]
     parts += [f"{f.name}:{f.stat().st_size}" for f in sorted(folder.glob("*.safetensors"))]
     return f"{spec['source']}:{hashlib.sha256(chr(10).join(parts).encode()).hexdigest()[:16]}"
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def source_prefix(model_spec: dict, task: dict) -> str:
+    """The text put before every source sentence: a target-language tag for multilingual Marian models."""
+    template = model_spec.get("source_prefix", ">>{target_lang}<< " if model_spec["source"] == "build" else "")
+    return template.format(target_lang=task.get("target_lang", ""), source_lang=task.get("source_lang", ""))
+
+
+def load_base(model_path: str, model_spec: dict, task: dict) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The base model and tokenizer of a task, as named by its config entry."""
+    tokenizer = load_tokenizer(model_path, model_spec)
+    model = load_model(model_path, task["kind"], model_spec)
+    return model, tokenizer
+
+
+def load_trained(model_path: str, model_spec: dict, task: dict, method_dir: Path):
+    """A run's model: the base model with the run's saved method weights applied."""
+    model, tokenizer = load_base(model_path, model_spec, task)
+    return load_method(model, method_dir), tokenizer
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return [json.loads(line) for line in handle]

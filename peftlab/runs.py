@@ -1,7 +1,8 @@
-"""One function per pipeline stage that touches models: pretrain a built base, train, evaluate, benchmark.
+"""The training stages: pretrain a built base model, and train one run of the grid.
 
 Each takes plain paths and dicts (what a rule hands its script) and writes its outputs atomically,
 so a workflow script is only argument plumbing and every stage can be called from a test.
+Evaluation and benchmarking live in evaluate.py and bench.py, so that editing them reruns no training.
 """
 
 from __future__ import annotations
@@ -13,34 +14,21 @@ from pathlib import Path
 
 import torch
 
-from peftlab.atomic import replace_dir, write_json, write_text
-from peftlab.bench import benchmark_generation
+from peftlab.atomic import replace_dir, write_json
 from peftlab.data import load_split
-from peftlab.evaluate import mt_scores, translate
 from peftlab.methods import (
     apply_method,
     count_parameters,
     get_method,
-    load_method,
     make_method_config,
     save_method,
     solve_budget,
 )
-from peftlab.models import build_marian, load_model, load_tokenizer, model_identity
+from peftlab.models import build_marian, default_device, load_base, load_tokenizer, model_identity
 from peftlab.provenance import package_versions, utc_now
 from peftlab.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def source_prefix(model_spec: dict, task: dict) -> str:
-    """The text put before every source sentence: a target-language tag for multilingual Marian models."""
-    template = model_spec.get("source_prefix", ">>{target_lang}<< " if model_spec["source"] == "build" else "")
-    return template.format(target_lang=task.get("target_lang", ""), source_lang=task.get("source_lang", ""))
 
 
 def _read_rows(shard_dirs: list[Path], split: str, limit: int | None = None) -> list[dict]:
@@ -70,12 +58,6 @@ def pretrain_base(build: dict, tokenizer_dir: Path, shard_dirs: list[Path], out_
     return record
 
 
-def _load_base(model_path: str, model_spec: dict, task: dict):
-    tokenizer = load_tokenizer(model_path, model_spec)
-    model = load_model(model_path, task["kind"], model_spec)
-    return model, tokenizer
-
-
 def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard_dir: Path, method_dir: Path,
               record_path: Path, checkpoint_dir: Path, log_path: Path | None = None, device: str | None = None) -> dict:
     """Apply the run's method at its budget, train it, save the method weights and the run record.
@@ -85,7 +67,7 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
     """
     device = device or default_device()
     started = utc_now()
-    model, _ = _load_base(model_path, model_spec, task)
+    model, _ = load_base(model_path, model_spec, task)
     base_total = count_parameters(model).total
     method = get_method(run["method_name"])
     if method.knob is None:
@@ -116,56 +98,8 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
         "params": {"trainable": counts.trainable, "total": base_total,
                    "realised_fraction": counts.trainable / base_total, "rel_error": rel_error,
                    "head": getattr(counts, "head", 0)},
-        **result, "versions": package_versions(), "device": device, "started_at": started, "finished_at": utc_now(),
+        **result, "versions": package_versions(), "device": device,
+        "started_at": started, "finished_at": utc_now(),
     }
     write_json(record, record_path)
     return record
-
-
-def _load_trained(model_path: str, model_spec: dict, task: dict, method_dir: Path):
-    model, tokenizer = _load_base(model_path, model_spec, task)
-    return load_method(model, method_dir), tokenizer
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path) as handle:
-        return [json.loads(line) for line in handle]
-
-
-def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, corpus_dir: Path, method_dir: Path,
-                 record_path: Path, hypotheses_path: Path, settings: dict, device: str | None = None) -> dict:
-    """Translate the test split with beam search and score it with sacrebleu (BLEU, chrF, TER)."""
-    device = device or default_device()
-    model, tokenizer = _load_trained(model_path, model_spec, task, method_dir)
-    test = _read_jsonl(corpus_dir / "test.jsonl")
-    hypotheses = translate(model, tokenizer, [r["src"] for r in test], source_prefix=source_prefix(model_spec, task),
-                           num_beams=settings["num_beams"], batch_size=settings["batch_size"],
-                           max_new_tokens=settings["max_new_tokens"], device=device)
-    write_text("\n".join(hypotheses) + "\n", hypotheses_path)
-    record = {"run_id": run_id, "split": "test", "n_examples": len(test), "status": "ok",
-              "metrics": mt_scores(hypotheses, [r["tgt"] for r in test], task["target_lang"]),
-              "decoding": {"num_beams": settings["num_beams"], "max_new_tokens": settings["max_new_tokens"]},
-              "hypotheses_path": str(hypotheses_path), "device": device}
-    write_json(record, record_path)
-    return record
-
-
-def benchmark_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, corpus_dir: Path, method_dir: Path,
-                  record_path: Path, settings: dict, device: str | None = None) -> dict:
-    device = device or default_device()
-    model, tokenizer = _load_trained(model_path, model_spec, task, method_dir)
-    sources = [r["src"] for r in _read_jsonl(corpus_dir / "test.jsonl")]
-    rows = benchmark_generation(model, tokenizer, sources, batch_sizes=settings["batch_sizes"],
-                                warmup=settings["warmup"], repeats=settings["repeats"],
-                                new_tokens=settings["new_tokens"], source_prefix=source_prefix(model_spec, task),
-                                device=device)
-    record = {"run_id": run_id, "device": device, "threads": torch.get_num_threads(), "status": "ok",
-              "measurements": rows}
-    write_json(record, record_path)
-    return record
-
-
-def tag_languages(config_tasks: dict, names: list[str]) -> list[str]:
-    """Target languages whose tags the built vocabulary must hold."""
-    return sorted({config_tasks[n]["target_lang"] for n in names if config_tasks[n]["kind"] == "translation"})
-

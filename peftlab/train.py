@@ -174,7 +174,8 @@ class Checkpointer:
             for name, p in params.items():
                 p.copy_(tensors[f"model.{name}"])
         for name, p in params.items():
-            opt_state = {k.split(".", 2)[1]: v for k, v in tensors.items() if k.startswith("opt.") and k.split(".", 2)[2] == name}
+            opt_state = {key: tensors[f"opt.{key}.{name}"] for key in ("step", "exp_avg", "exp_avg_sq")
+                         if f"opt.{key}.{name}" in tensors}
             if opt_state:
                 optimizer.state[p] = opt_state
         torch.set_rng_state(tensors["rng.torch"])
@@ -225,10 +226,11 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
         while True:
             step = state["step"]
             elapsed = elapsed_before + time.perf_counter() - started
-            if step % cfg.eval_interval == 0 and step > 0 and (not state["curve"] or state["curve"][-1]["step"] != step):
+            evaluated = bool(state["curve"]) and state["curve"][-1]["step"] == step  # resumed right after one
+            if step % cfg.eval_interval == 0 and step > 0 and not evaluated:
                 dev_loss = evaluate_loss(model, dev_rows, pad_id, cfg.batch_size, device)
-                point = {"step": step, "train_loss": state["window_loss"] / max(state["window_n"], 1), "dev_loss": dev_loss,
-                         "lr": get_lr(step - 1, cfg), "elapsed_s": round(elapsed, 3)}
+                point = {"step": step, "train_loss": state["window_loss"] / max(state["window_n"], 1),
+                         "dev_loss": dev_loss, "lr": get_lr(step - 1, cfg), "elapsed_s": round(elapsed, 3)}
                 state["curve"].append(point)
                 state.update(window_loss=0.0, window_n=0)
                 if state["best_dev"] is None or dev_loss < state["best_dev"]:

@@ -24,7 +24,7 @@ rule build_shards:
         task=lambda w: config["tasks"][w.task],
         model_spec=lambda w: model_spec(w.model),
         tokenizer_path=lambda w: f"results/{STUDY}/base/{w.model}/tokenizer" if is_built(w.model) else model_path(w.model),
-        code=fingerprint("peftlab/data", "peftlab/runs.py"),
+        code=fingerprint("peftlab/data"),
     log:
         "logs/{study}/build_shards/{model}/{task}.log",
     script:

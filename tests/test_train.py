@@ -42,7 +42,8 @@ def test_lr_schedule_warms_up_then_decays():
 
 def test_batch_order_is_deterministic_and_covers_the_epoch():
     lengths = [i % 7 for i in range(100)]
-    first, again, other = (batch_order(lengths, 10, 0, 0), batch_order(lengths, 10, 0, 0), batch_order(lengths, 10, 0, 1))
+    first, again = batch_order(lengths, 10, 0, 0), batch_order(lengths, 10, 0, 0)
+    other = batch_order(lengths, 10, 0, 1)
     assert first == again and first != other
     assert sorted(i for b in first for i in b) == list(range(100))
 

@@ -4,8 +4,7 @@ from _setup import start
 
 start(snakemake)  # noqa: F821
 from peftlab.data import build_shards  # noqa: E402
-from peftlab.models import load_tokenizer  # noqa: E402
-from peftlab.runs import source_prefix  # noqa: E402
+from peftlab.models import load_tokenizer, source_prefix  # noqa: E402
 
 sm = snakemake  # noqa: F821
 tokenizer = load_tokenizer(sm.params.tokenizer_path, sm.params.model_spec)

@@ -4,7 +4,7 @@ from pathlib import Path
 from _setup import start
 
 start(snakemake)  # noqa: F821
-from peftlab.runs import evaluate_run  # noqa: E402
+from peftlab.evaluate import evaluate_run  # noqa: E402
 
 sm = snakemake  # noqa: F821
 evaluate_run(json.loads(Path(sm.input.train).read_text())["run_id"], model_path=sm.params.model_path,
