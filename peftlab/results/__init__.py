@@ -1,0 +1,25 @@
+"""The results layer: per-run JSON records -> results/results.duckdb -> SQL, tables and plots.
+
+`aggregate(run_dirs, db_path)` loads train.json / eval.json / bench.json of each run directory
+(`results/<study>/runs/<task>/<method>/<budget>/seed<k>/`) and replaces every row of those run_ids.
+
+Tables (every column carries a COMMENT; list them with
+`SELECT table_name, column_name, data_type, comment FROM duckdb_columns()`):
+- runs: one row per run: identity (study, task, method, budget, budget_target, seed), status/error
+  (ok | failed | missing), realised parameters, training timings and memory, provenance (base model,
+  data hash, code fingerprint, versions JSON, device), eval_status/bench_status.
+- training_curves: run_id, step, train_loss, dev_loss, lr, elapsed_s.
+- evaluations: long format, run_id, split, metric, value, signature, optional detector/layer/subset,
+  n_examples; new metrics need no schema change.
+- benchmarks: run_id, task (generate | forward), batch_size, seq_len, new_tokens, latency percentiles,
+  throughput, peak memory, warmup, repeats, device, threads.
+Views (schema.VIEWS; adding one is one SQL string): run_summary, method_comparison,
+quality_vs_budget, pareto, training_cost, seed_spread.
+"""
+
+from .report import format_table, markdown_tables, write_plots
+from .schema import TABLES, VIEWS
+from .store import aggregate, connect_readonly, find_run_dirs
+
+__all__ = ["TABLES", "VIEWS", "aggregate", "connect_readonly", "find_run_dirs", "format_table",
+           "markdown_tables", "write_plots"]

@@ -1,0 +1,116 @@
+"""Markdown tables and plots drawn from the views of results.duckdb."""
+
+import math
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from .schema import REPORT_VIEWS
+
+
+def _cell(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A padded Markdown (pipe) table; readable as text and renderable as Markdown."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c), 3, *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+
+    def line(vals: Sequence[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True)) + " |"
+
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def markdown_tables(con: duckdb.DuckDBPyConnection, views: Sequence[str] = REPORT_VIEWS) -> dict[str, str]:
+    """{view: Markdown table of all its rows}."""
+    out = {}
+    for view in views:
+        cur = con.execute(f"SELECT * FROM {view}")
+        out[view] = format_table([d[0] for d in cur.description], cur.fetchall())
+    return out
+
+
+def _slug(*parts: str) -> str:
+    return "_".join(re.sub(r"[^A-Za-z0-9._+-]+", "-", p) for p in parts)
+
+
+def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
+                progress: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> list[Path]:
+    """Write, per (study, task), quality vs budget and the quality/latency Pareto front as PNG and SVG."""
+    import matplotlib  # imported here so queries and tables start fast
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    qvb = con.execute("SELECT * FROM quality_vs_budget WHERE quality_mean IS NOT NULL").df()
+    par = con.execute("SELECT * FROM pareto WHERE quality IS NOT NULL AND latency_ms_b1 IS NOT NULL").df()
+    methods = sorted(set(qvb["method"]) | set(par["method"]))
+    colour = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    written: list[Path] = []
+
+    def save(fig: Any, stem: str) -> None:
+        for ext in ("png", "svg"):
+            path = out_dir / f"{stem}.{ext}"
+            progress(f"writing {path}")
+            fig.savefig(path, dpi=120, bbox_inches="tight")
+            written.append(path)
+        plt.close(fig)
+
+    for (study, task), df in qvb.groupby(["study", "task"], sort=True):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        df = df.assign(x=df["realised_fraction"].fillna(df["budget_target"]))
+        for method, m in df.groupby("method"):
+            knobbed = m[m["budget_target"].notna()].sort_values("x")
+            if len(knobbed):
+                ax.errorbar(knobbed["x"], knobbed["quality_mean"], yerr=knobbed["quality_std"].fillna(0),
+                            marker="o", capsize=3, color=colour[method], label=method)
+            for _, row in m[m["budget_target"].isna()].iterrows():  # no size knob: a reference line
+                ax.axhline(row["quality_mean"], linestyle="--", color=colour[method],
+                           label=f"{method} (no budget)")
+        xs = df.loc[df["budget_target"].notna(), "x"]
+        if (xs > 0).all() and xs.nunique() > 1:
+            ax.set_xscale("log")
+        ax.set(xlabel="trainable fraction of the base model (realised)",
+               ylabel=f"{df['quality_metric'].iloc[0]} (mean over seeds, ±std)", title=f"{study}: {task}")
+        ax.legend(fontsize="small")
+        save(fig, _slug("quality_vs_budget", study, task))
+
+    for (study, task), df in par.groupby(["study", "task"], sort=True):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for method, m in df.groupby("method"):
+            ax.scatter(m["latency_ms_b1"], m["quality"], color=colour[method], label=method, zorder=3)
+            for _, row in m.iterrows():
+                ax.annotate(row["budget"], (row["latency_ms_b1"], row["quality"]), xytext=(4, 4),
+                            textcoords="offset points", fontsize=7)
+        # The 2-D front: walking from fastest to slowest, keep each point better than all faster ones.
+        front, best = [], -math.inf
+        for _, row in df.sort_values(["latency_ms_b1", "quality"], ascending=[True, False]).iterrows():
+            if row["quality"] > best:
+                front.append(row)
+                best = row["quality"]
+        front_df = pd.DataFrame(front)
+        ax.step(front_df["latency_ms_b1"], front_df["quality"], where="post", color="black", linewidth=1,
+                label="quality/latency front")
+        on3 = df[df["on_front"].fillna(False).astype(bool)]
+        ax.scatter(on3["latency_ms_b1"], on3["quality"], s=120, facecolors="none", edgecolors="black",
+                   label="front incl. params", zorder=4)
+        ax.set(xlabel="median latency at batch 1 (ms)", ylabel=str(df["quality_metric"].iloc[0]),
+               title=f"{study}: {task}")
+        ax.legend(fontsize="small")
+        save(fig, _slug("pareto", study, task))
+    if not written:
+        progress("no evaluated runs with quality and latency: no plots written")
+    return written

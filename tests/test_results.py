@@ -1,0 +1,236 @@
+"""results.duckdb: schema, views checked against pandas over the same JSON records, idempotent loads."""
+
+import json
+import math
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from peftlab.results import TABLES, VIEWS, aggregate, connect_readonly, find_run_dirs
+from peftlab.results.synthetic import write_synthetic_grid
+
+FAILED = "demo/en-fi/adapter/0.01/seed1"
+NO_BENCH = "demo/en-de/lora/0.1/seed1"
+GRID = dict(study="demo", tasks=["en-de", "en-fi"], methods=["full", "lora", "adapter", "sparse-adapter"],
+            budgets=["0.01", "0.1"], seeds=[0, 1])
+N_RUNS = 2 * (1 + 3 * 2) * 2  # tasks x (full + 3 methods x 2 budgets) x seeds
+
+
+def make_grid(root: Path) -> list[Path]:
+    dirs = write_synthetic_grid(root, failed=[FAILED], **GRID)
+    (root / NO_BENCH.replace("/", "/runs/", 1) / "bench.json").unlink()
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    root = tmp_path_factory.mktemp("results")
+    dirs = make_grid(root)
+    aggregate(dirs, root / "results.duckdb")
+    return root / "results.duckdb", dirs
+
+
+def query(db_path: Path, sql: str) -> pd.DataFrame:
+    with connect_readonly(db_path) as con:
+        return con.execute(sql).df()
+
+
+def count(db_path: Path, table: str) -> int:
+    with connect_readonly(db_path) as con:
+        return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def reference_runs(dirs: list[Path]) -> pd.DataFrame:
+    """One row per run computed with pandas alone, the way run_summary should."""
+    rows = []
+    for d in dirs:
+        tr = json.loads((d / "train.json").read_text())
+        row = {k: tr[k] for k in ("study", "task", "method", "budget", "seed", "status")}
+        params = tr["params"]
+        row.update(trainable_params=params["trainable"], realised_fraction=params["realised_fraction"])
+        if (d / "eval.json").exists():
+            row.update({m["metric"]: m["value"] for m in json.loads((d / "eval.json").read_text())["metrics"]
+                        if "layer" not in m})
+        if (d / "bench.json").exists():
+            for m in json.loads((d / "bench.json").read_text())["measurements"]:
+                if m["task"] == "generate":
+                    row[f"latency_ms_b{m['batch_size']}"] = m["latency_ms_median"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_schema_is_documented(db: tuple[Path, list[Path]]) -> None:
+    db_path, _ = db
+    cols = query(db_path, "SELECT table_name, column_name, comment FROM duckdb_columns() WHERE NOT internal")
+    tables = cols[cols["table_name"].isin(list(TABLES))]
+    assert len(tables) == sum(len(c) for _, c in TABLES.values())
+    assert tables["comment"].notna().all()
+    views = query(db_path, "SELECT view_name, comment FROM duckdb_views() WHERE NOT internal")
+    assert set(views["view_name"]) == set(VIEWS) and views["comment"].notna().all()
+    assert query(db_path, "SELECT comment FROM duckdb_tables() WHERE NOT internal")["comment"].notna().all()
+
+
+def test_counts_and_failed_run(db: tuple[Path, list[Path]]) -> None:
+    db_path, _ = db
+    assert count(db_path, "runs") == N_RUNS
+    assert count(db_path, "benchmarks") == (N_RUNS - 2) * 4  # failed and no-bench runs have none
+    assert count(db_path, "evaluations") == (N_RUNS - 1) * 5  # bleu, chrf, ter, cka x 2 layers
+    failed = query(db_path, f"SELECT * FROM run_summary WHERE run_id = '{FAILED}'").iloc[0]
+    assert failed["status"] == "failed" and "out of memory" in failed["error"]
+    assert pd.isna(failed["chrf"]) and pd.isna(failed["latency_ms_b1"])
+    assert query(db_path, "SELECT DISTINCT status FROM runs ORDER BY 1").status.tolist() == ["failed", "ok"]
+    assert query(db_path, f"SELECT eval_status FROM runs WHERE run_id = '{FAILED}'").iloc[0, 0] is None
+    info = query(db_path, f"SELECT eval_info->>'hypotheses_path' AS p FROM runs WHERE run_id = '{NO_BENCH}'")
+    assert info["p"].item() == f"results/{NO_BENCH}/hyp.txt"
+
+
+def test_method_comparison_matches_pandas(db: tuple[Path, list[Path]]) -> None:
+    db_path, dirs = db
+    ref = reference_runs(dirs)
+    ok = ref[ref["status"] == "ok"]
+    cols = ["realised_fraction", "bleu", "chrf", "ter", "latency_ms_b1", "latency_ms_b16"]
+    keys = ["study", "task", "budget", "method"]
+    expected = ok.groupby(keys)[cols].mean().join(ok.groupby(keys).size().rename("n_seeds")).reset_index()
+    got = query(db_path, "SELECT * FROM method_comparison")
+    assert len(got) == 2 * 7  # one row per (task, config)
+    merged = got.merge(expected, on=keys, suffixes=("", "_ref"), validate="1:1")
+    assert len(merged) == len(got)
+    for c in [*cols, "n_seeds"]:
+        assert merged[c].to_numpy() == pytest.approx(merged[f"{c}_ref"].to_numpy(), nan_ok=True), c
+    assert got.loc[got["budget"] == "none", "budget_target"].isna().all()
+    row = got.set_index(keys).loc[("demo", "en-fi", "0.01", "adapter")]
+    assert (row["n_seeds"], row["n_failed"]) == (1, 1)
+    # the run without bench.json leaves latency to the seed that has one
+    row = got.set_index(keys).loc[("demo", "en-de", "0.1", "lora")]
+    seed0 = ok.set_index(keys + ["seed"]).loc[("demo", "en-de", "0.1", "lora", 0)]
+    assert row["latency_ms_b1"] == pytest.approx(seed0["latency_ms_b1"])
+
+
+def test_quality_vs_budget_deltas_to_full(db: tuple[Path, list[Path]]) -> None:
+    db_path, dirs = db
+    ref = reference_runs(dirs)
+    ok = ref[ref["status"] == "ok"]
+    full = ok[ok["method"] == "full"].set_index(["task", "seed"])["chrf"]
+    got = query(db_path, "SELECT * FROM quality_vs_budget").set_index(["task", "method", "budget"])
+    assert (got["quality_metric"] == "chrf").all()
+    assert got.xs("full", level="method")["delta_vs_full_mean"].abs().max() == pytest.approx(0)
+    for (task, method, budget), g in ok.groupby(["task", "method", "budget"]):
+        deltas = g["chrf"].to_numpy() - full.loc[[(task, s) for s in g["seed"]]].to_numpy()
+        row = got.loc[(task, method, budget)]
+        assert row["delta_vs_full_mean"] == pytest.approx(deltas.mean())
+        assert row["quality_std"] == pytest.approx(g["chrf"].std(), nan_ok=True)
+        assert row["n_seeds"] == row["n_paired"] == len(g)
+
+
+def test_pareto_front(db: tuple[Path, list[Path]]) -> None:
+    db_path, _ = db
+    got = query(db_path, "SELECT * FROM pareto")
+    assert len(got) == 14
+    for _, a in got.iterrows():  # brute force: dominated by nobody in the same task
+        others = got[(got["task"] == a["task"])]
+        dominated = ((others["quality"] >= a["quality"]) & (others["latency_ms_b1"] <= a["latency_ms_b1"])
+                     & (others["trainable_params"] <= a["trainable_params"])
+                     & ((others["quality"] > a["quality"]) | (others["latency_ms_b1"] < a["latency_ms_b1"])
+                        | (others["trainable_params"] < a["trainable_params"]))).any()
+        assert a["on_front"] == (not dominated), (a["task"], a["method"], a["budget"])
+    # sparse-adapter has the adapter's size and speed but lower quality in the synthetic model
+    assert not got[got["method"] == "sparse-adapter"]["on_front"].any()
+    assert got[got["method"] == "full"]["on_front"].all()
+
+
+def test_training_cost_and_seed_spread(db: tuple[Path, list[Path]]) -> None:
+    db_path, _ = db
+    cost = query(db_path, "SELECT * FROM training_cost").set_index(["task", "method", "budget"])
+    assert cost.loc[("en-fi", "adapter", "0.01"), "n_seeds"] == 1  # the failed run is left out
+    assert cost.loc[("en-de", "full", "none"), "time_to_best_s_mean"] == pytest.approx(60.5)
+    assert cost.loc[("en-de", "full", "none"), "time_to_best_s_std"] == pytest.approx(math.sqrt(0.5))
+    assert (cost["peak_memory_mb_max"] >= cost["peak_memory_mb_mean"]).all()
+    spread = query(db_path, "SELECT * FROM seed_spread WHERE task = 'en-de' AND method = 'lora' "
+                            "AND budget = '0.01'")
+    assert sorted(spread["metric"].unique()) == ["bleu", "chrf", "cka", "ter"]
+    assert spread[spread["metric"] == "cka"]["layer"].tolist() == ["0", "1"]  # per layer, not blended
+    chrf = spread[spread["metric"] == "chrf"].iloc[0]
+    assert chrf["n_seeds"] == 2 and chrf["std"] == pytest.approx(0.2 / math.sqrt(2))
+
+
+def test_idempotent_incremental_and_replacing(tmp_path: Path) -> None:
+    db_path = tmp_path / "results.duckdb"
+    dirs = make_grid(tmp_path)
+    tables = ["runs", "training_curves", "evaluations", "benchmarks"]
+    aggregate(dirs[:10], db_path)
+    aggregate(dirs, db_path)
+    first = {t: count(db_path, t) for t in tables}
+    assert aggregate(dirs, db_path) == first  # every row of each run, loaded again
+    assert {t: count(db_path, t) for t in tables} == first
+
+    # another study's run: exactly its rows are added, the demo study stays
+    new = write_synthetic_grid(tmp_path, study="other", tasks=["en-de"], methods=["lora"], budgets=["0.1"],
+                               seeds=[3])
+    added = aggregate(new, db_path)
+    assert {t: count(db_path, t) for t in tables} == {t: first[t] + added[t] for t in tables}
+    assert added["runs"] == 1 and added["evaluations"] == 5 and added["benchmarks"] == 4
+    assert set(query(db_path, "SELECT DISTINCT study FROM runs")["study"]) == {"demo", "other"}
+
+    # a rerun that changed: its rows are replaced, not duplicated
+    train = new[0] / "train.json"
+    rec = json.loads(train.read_text())
+    rec["curve"] = rec["curve"][:2]
+    rec["status"], rec["error"] = "failed", "preempted"
+    train.write_text(json.dumps(rec))
+    (new[0] / "eval.json").unlink()
+    aggregate(new, db_path)
+    row = query(db_path, "SELECT status, error FROM runs WHERE study = 'other'")
+    assert row.values.tolist() == [["failed", "preempted"]]
+    assert count(db_path, "training_curves") == first["training_curves"] + 2
+    assert count(db_path, "evaluations") == first["evaluations"]
+    assert count(db_path, "runs") == first["runs"] + 1
+
+
+def test_failed_load_leaves_db_untouched(tmp_path: Path) -> None:
+    db_path = tmp_path / "results.duckdb"
+    dirs = make_grid(tmp_path)
+    aggregate(dirs, db_path)
+    before = query(db_path, "SELECT * FROM evaluations ORDER BY ALL")
+    ev = dirs[0] / "eval.json"
+    rec = json.loads(ev.read_text())
+    rec["metrics"][0]["value"] = "not a number"  # fails inside the transaction, after the DELETEs
+    ev.write_text(json.dumps(rec))
+    with pytest.raises(duckdb.Error):
+        aggregate(dirs, db_path)
+    pd.testing.assert_frame_equal(query(db_path, "SELECT * FROM evaluations ORDER BY ALL"), before)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    assert left == ["results.duckdb", "results.duckdb.lock"]  # no temporary copy or WAL left behind
+
+
+def test_reader_does_not_block_writer(tmp_path: Path) -> None:
+    db_path = tmp_path / "results.duckdb"
+    dirs = make_grid(tmp_path)
+    aggregate(dirs[:3], db_path)
+    with connect_readonly(db_path) as reader:
+        aggregate(dirs, db_path)  # os.replace: the open reader keeps the file it opened
+        assert reader.execute("SELECT count(*) FROM runs").fetchone()[0] == 3
+    assert count(db_path, "runs") == N_RUNS
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    dirs = make_grid(tmp_path)
+    with pytest.raises(ValueError, match="loaded twice"):
+        aggregate([dirs[0], dirs[0]], tmp_path / "a.duckdb")
+    train = dirs[0] / "train.json"
+    train.write_text(json.dumps({**json.loads(train.read_text()), "run_id": "demo/x/y/none/seed0"}))
+    with pytest.raises(ValueError, match="one run_id"):
+        aggregate(dirs[:1], tmp_path / "a.duckdb")
+    assert not (tmp_path / "a.duckdb").exists()
+
+
+def test_missing_train_record_and_discovery(tmp_path: Path) -> None:
+    dirs = make_grid(tmp_path)
+    (dirs[-1] / "train.json").unlink()
+    found = find_run_dirs(tmp_path)
+    assert found == sorted(dirs)
+    aggregate(found, tmp_path / "results.duckdb")
+    row = query(tmp_path / "results.duckdb", "SELECT * FROM run_summary WHERE status = 'missing'").iloc[0]
+    assert row["run_id"] == "demo/en-fi/sparse-adapter/0.1/seed1" and row["seed"] == 1
+    assert row["budget_target"] == pytest.approx(0.1) and pd.isna(row["chrf"])  # stale eval.json ignored
