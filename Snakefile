@@ -18,8 +18,14 @@ include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
 include: "rules/aggregate.smk"
+include: "rules/report.smk"
+
+
+report: "report/workflow.rst"
 
 
 rule all:
     input:
         f"results/{STUDY}/aggregate.json",
+        f"results/{STUDY}/report/plots",
+        f"results/{STUDY}/report/tables",

@@ -116,9 +116,10 @@ def check_config(config: dict) -> None:
         make_method_config(entry["method"], entry.get("options", {}))
         train_config(config, name)
     for name, spec in config["base_models"].items():
-        for task in spec.get("build", {}).get("pretrain_tasks", []):
-            if task not in tasks:
-                raise ConfigError(f"base_models.{name}.build.pretrain_tasks names unknown task {task!r}")
+        for key in ("pretrain_tasks", "denoise_tasks"):
+            for task in spec.get("build", {}).get(key, []):
+                if task not in tasks:
+                    raise ConfigError(f"base_models.{name}.build.{key} names unknown task {task!r}")
     for name, task in tasks.items():
         if task["base_model"] not in config["base_models"]:
             raise ConfigError(f"tasks.{name}.base_model {task['base_model']!r} is not under base_models:")
@@ -164,9 +165,9 @@ def task_languages(config: dict, model_name: str) -> list[str]:
 
 def tasks_of_model(config: dict, model_name: str) -> list[str]:
     """Tasks whose corpora train a built model's vocabulary: its pretraining pairs and its grid tasks."""
-    pretrain = config["base_models"][model_name].get("build", {}).get("pretrain_tasks", [])
+    build = config["base_models"][model_name].get("build", {})
     grid = [t for t in config["grid"]["tasks"] if config["tasks"][t]["base_model"] == model_name]
-    return sorted(set(pretrain) | set(grid))
+    return sorted(set(build.get("pretrain_tasks", [])) | set(build.get("denoise_tasks", [])) | set(grid))
 
 
 def study_root(config: dict) -> Path:

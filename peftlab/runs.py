@@ -7,11 +7,13 @@ Evaluation and benchmarking live in evaluate.py and bench.py, so that editing th
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from peftlab.atomic import replace_dir, write_json
@@ -31,22 +33,47 @@ from peftlab.train import TrainConfig, train
 log = logging.getLogger(__name__)
 
 
-def _read_rows(shard_dirs: list[Path], split: str, limit: int | None = None) -> list[dict]:
-    rows = [row for d in shard_dirs for row in load_split(Path(d), split)]
-    return rows[:limit] if limit else rows
+def denoising_rows(rows: list[dict], seed: int, drop: float = 0.25) -> list[dict]:
+    """mBART-style monolingual rows: the target sentence, with tokens dropped, must be restored.
+
+    The source keeps the row's target-language tag (its first token) and the closing </s>. This
+    teaches the decoder a held-out language (its tag and its tokens' embeddings) without ever showing
+    the held-out translation direction, as a multilingual model pretrained on monolingual text would.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for row in rows:
+        body = row["labels"][:-1]
+        kept = [t for t in body if rng.random() >= drop] or body[:1]
+        out.append({"id": f"dn-{row['id']}", "input_ids": [row["input_ids"][0], *kept, row["labels"][-1]],
+                    "labels": row["labels"]})
+    return out
+
+
+def interleave(*row_lists: list[dict]) -> list[dict]:
+    """Round-robin over several lists, so a truncated prefix covers each of them."""
+    return [row for rows in itertools.zip_longest(*row_lists) for row in rows if row is not None]
 
 
 def pretrain_base(build: dict, tokenizer_dir: Path, shard_dirs: list[Path], out_dir: Path, *,
-                  checkpoint_dir: Path, log_path: Path | None = None, device: str | None = None) -> dict:
-    """Pretrain the tiny multilingual Marian on the tagged pretraining pairs and save it with its tokenizer."""
+                  checkpoint_dir: Path, denoise_dirs: list[Path] = (), log_path: Path | None = None,
+                  device: str | None = None) -> dict:
+    """Pretrain the tiny multilingual Marian on the tagged pretraining pairs and save it with its tokenizer.
+
+    `shard_dirs` hold translation pairs; `denoise_dirs` hold pairs whose target side only is used,
+    for denoising (see denoising_rows).
+    """
     device = device or default_device()
     tokenizer = load_tokenizer(str(tokenizer_dir))
     cfg = TrainConfig.from_dict(build.get("train", {}))
     model = build_marian(tokenizer, d_model=build["d_model"], layers=build["layers"], heads=build["heads"],
                          ffn_dim=build["ffn_dim"], seed=cfg.seed)
-    # Interleave the pairs' dev sets so early stopping watches every pretraining pair, not the first.
-    dev = [r for rows in zip(*[load_split(Path(d), "dev") for d in shard_dirs], strict=False) for r in rows]
-    result = train(model, _read_rows(shard_dirs, "train"), dev[: build.get("dev_examples", 300)], cfg,
+    train_rows = [row for d in shard_dirs for row in load_split(Path(d), "train")]
+    train_rows += [row for d in denoise_dirs for row in denoising_rows(load_split(Path(d), "train"), cfg.seed)]
+    # Interleave the dev sets so early stopping watches every pretraining task, not the first.
+    dev = interleave(*[load_split(Path(d), "dev") for d in shard_dirs],
+                     *[denoising_rows(load_split(Path(d), "dev"), cfg.seed) for d in denoise_dirs])
+    result = train(model, train_rows, dev[: build.get("dev_examples", 300)], cfg,
                    pad_id=tokenizer.pad_token_id, checkpoint_dir=checkpoint_dir, log_path=log_path, device=device,
                    run_key=json.dumps(build, sort_keys=True))
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".tmp-"))

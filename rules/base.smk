@@ -25,6 +25,7 @@ rule pretrain_base:
     input:
         tokenizer="results/{study}/base/{model}/tokenizer/tokenizer.json",
         shards=lambda w: [shards_of(t) for t in model_spec(w.model)["build"]["pretrain_tasks"]],
+        denoise=lambda w: [shards_of(t) for t in model_spec(w.model)["build"].get("denoise_tasks", [])],
     output:
         directory("results/{study}/base/{model}/model"),
     params:
@@ -34,6 +35,6 @@ rule pretrain_base:
     log:
         "logs/{study}/pretrain_base/{model}.log",
     # Nothing else can run until the base model exists: give it every core.
-    threads: workflow.cores
+    threads: lambda wildcards, cores: cores
     script:
         "../workflow_scripts/pretrain_base.py"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from peftlab.data.clean import DataError
 
@@ -130,3 +131,86 @@ def harvest(lang: str, packages: list[str]) -> list[tuple[str, str]]:
             raise DataError(f"package {package!r} has no localisation data for language {lang!r}")
         pairs += HARVESTERS[package](code)
     return pairs
+
+
+# --- labelled phrases for classification: the category of a phrase is its label -------------------------
+
+# Each phrase has a concept key that is the same in every language (a CLDR code, a time-zone id, a gettext
+# msgid), so a concept's English and German names can be kept on the same side of a split.
+CATEGORIES = ("territory", "language", "script", "currency", "unit", "zone", "city", "calendar", "ui")
+
+
+def _ui_msgids() -> list[str]:
+    """English UI messages: every msgid of Django's source catalogues (en .po) and Sphinx's template (.pot)."""
+    import contextlib
+    import io
+
+    from babel.messages.pofile import read_po
+
+    django, sphinx = package_dir("django"), package_dir("sphinx")
+    files = sorted(django.glob("conf/locale/en/LC_MESSAGES/*.po")) if django else []
+    files += sorted(django.glob("contrib/*/locale/en/LC_MESSAGES/*.po")) if django else []
+    files += [sphinx / "locale" / "sphinx.pot"] if sphinx else []
+    ids = []
+    for path in files:
+        with open(path, "rb") as f, contextlib.redirect_stdout(io.StringIO()):  # babel prints plural warnings
+            catalog = read_po(f)
+        ids += [m.id[0] if isinstance(m.id, tuple | list) else m.id for m in catalog if m.id]
+    return ids
+
+
+def _ui(lang: str) -> dict[str, str]:
+    if lang == "en":
+        return {i: i for i in _ui_msgids()}
+    out: dict[str, str] = {}
+    for package, harvest_one in (("django", _django), ("sphinx", _sphinx)):
+        code = package_dir(package) and locale_code(package, lang)
+        if code:
+            for src, tgt in harvest_one(code):
+                out.setdefault(src, tgt)
+    return out
+
+
+def _babel_category(loc: Any, category: str) -> dict[str, str]:  # loc: a babel.Locale
+    if category in ("territory", "language", "script", "currency"):
+        return dict(getattr(loc, {"territory": "territories", "currency": "currencies"}.get(category, category + "s")))
+    if category == "unit":  # only the long names: "meters", not "m"
+        return {k: v["long"] for k, v in loc.unit_display_names.items() if v.get("long")}
+    if category == "zone":  # "Central European Summer Time": generic, standard and daylight names
+        names = {z: dict(v.get("long", {})) for z, v in loc.meta_zones.items()}
+        return {f"{z}/{kind}": name for z, kinds in names.items() for kind, name in kinds.items()}
+    if category == "city":
+        from babel.core import get_global
+
+        cities = {z: v["city"] for z, v in loc.time_zones.items() if v.get("city")}
+        if loc.language == "en":  # CLDR spells most English cities only in the zone id ("America/St_Johns")
+            cities = {z: cities.get(z, z.rsplit("/", 1)[-1].replace("_", " ")) for z in get_global("zone_territories")}
+        return cities
+    if category == "calendar":  # month and day names (stand-alone: nominative case), quarters, eras
+        out = {}
+        for name in ("months", "days", "quarters"):
+            out.update({f"{name}:{k}": v for k, v in getattr(loc, name)["stand-alone"]["wide"].items()})
+        out.update({f"eras:{k}": v for k, v in loc.eras["wide"].items()})
+        return out
+    raise DataError(f"unknown l10n category {category!r}: choose from {list(CATEGORIES)}")
+
+
+def labelled_phrases(lang: str, categories: list[str]) -> list[tuple[str, str, str]]:
+    """(concept key, category, text in lang) for each category, in a fixed order (uncleaned).
+
+    Babel's CLDR data gives the named categories; "ui" is Django's and Sphinx's interface messages.
+    A concept a language does not name is absent (no fallback to English text).
+    """
+    from babel import Locale
+
+    loc = Locale.parse(lang.replace("-", "_"))
+    out = []
+    for category in categories:
+        names = _ui(lang) if category == "ui" else _babel_category(loc, category)
+        out += [(f"{category}:{key}", category, text) for key, text in names.items() if isinstance(text, str)]
+    return out
+
+
+def category_packages(categories: list[str]) -> list[str]:
+    """The packages the categories are read from (their versions go into the manifest)."""
+    return ["babel", *(["django", "sphinx"] if "ui" in categories else [])]

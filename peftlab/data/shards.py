@@ -1,6 +1,8 @@
 """Tokenized parquet shards of a prepared corpus, keyed by (corpus, split, tokenizer): every run shares them.
 
-out_dir/{split}-{i:05d}.parquet (id string, input_ids list<int32>, labels list<int32>) + manifest.json.
+out_dir/{split}-{i:05d}.parquet + manifest.json. Translation: id string, input_ids list<int32>, labels
+list<int32>. Classification: id, input_ids, label int32 (-1: out of distribution), plus token_type_ids for
+sentence pairs, for every split file of the corpus (train, dev, test, ood, test-<lang>).
 """
 
 from __future__ import annotations
@@ -38,6 +40,26 @@ def _tokenize(tokenizer: Any, src: list[str], tgt: list[str], max_length: int) -
     return ids, labels, truncated
 
 
+def _tokenize_texts(tokenizer: Any, records: list[dict], max_length: int) -> tuple[dict[str, list], int]:
+    """Classification columns {input_ids, [token_type_ids]} and the number of rows truncated."""
+    columns: dict[str, list] = {"input_ids": []}
+    pairs = "text_pair" in records[0] if records else False
+    if pairs and "token_type_ids" in tokenizer.model_input_names:  # BERT marks the second segment
+        columns["token_type_ids"] = []
+    truncated = 0
+    for b in range(0, len(records), BATCH):
+        chunk = records[b : b + BATCH]
+        args = ([r["text"] for r in chunk], [r["text_pair"] for r in chunk] if pairs else None)
+        enc = tokenizer(*args, truncation=True, max_length=max_length)
+        for name in columns:
+            columns[name] += enc[name]
+        at_limit = [i for i, x in enumerate(enc["input_ids"]) if len(x) == max_length]
+        if at_limit:  # only rows at the limit can have been cut: count exactly
+            full = tokenizer(*([a[i] for i in at_limit] if a else None for a in args))
+            truncated += sum(len(x) > max_length for x in full["input_ids"])
+    return columns, truncated
+
+
 def build_shards(
     corpus_dir: Path,
     tokenizer: Any,
@@ -51,13 +73,16 @@ def build_shards(
     """Tokenize train/dev/test of a prepared corpus into parquet shards; returns the shard manifest.
 
     tokenizer is a transformers PreTrainedTokenizerBase; source_prefix (e.g. ">>de<< ") goes before every
-    source text. Files appear atomically and the manifest last, so a manifest means a complete build.
+    source text (translation only: a classification corpus is tokenized as is, every split file it has).
+    Files appear atomically and the manifest last, so a manifest means a complete build.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     corpus_manifest = json.loads(_read(corpus_dir / "manifest.json"))
+    if corpus_manifest.get("kind") == "classification":
+        return _build_classification(corpus_dir, corpus_manifest, tokenizer, out_dir, tokenizer_id=tokenizer_id,
+                                     max_length=max_length, shard_rows=shard_rows)
     schema = pa.schema(
         [("id", pa.string()), ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))]
     )
@@ -83,22 +108,66 @@ def build_shards(
             table = pa.table(
                 {"id": [r["id"] for r in chunk], "input_ids": ids, "labels": labels}, schema=schema
             )
-            buf = io.BytesIO()
-            pq.write_table(table, buf)
-            data, name = buf.getvalue(), f"{split}-{len(files):05d}.parquet"
-            write_atomic(out_dir / name, data)
-            files.append({"name": name, "rows": len(chunk), "sha256": hashlib.sha256(data).hexdigest()})
+            files.append(_write_shard(table, out_dir / f"{split}-{len(files):05d}.parquet", len(chunk)))
         manifest["splits"][split] = {"files": files, **stats}
+    return _finish(manifest, out_dir)
+
+
+def _write_shard(table: Any, path: Path, rows: int) -> dict:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    data = buf.getvalue()
+    write_atomic(path, data)
+    return {"name": path.name, "rows": rows, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _finish(manifest: dict, out_dir: Path) -> dict:
     listed = {f["name"] for s in manifest["splits"].values() for f in s["files"]}
-    for stale in out_dir.glob("*.parquet"):  # left by an earlier build with another shard_rows
+    for stale in out_dir.glob("*.parquet"):  # left by an earlier build with another shard_rows or splits
         if stale.name not in listed:
             stale.unlink()
     write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 
+def _build_classification(corpus_dir: Path, corpus_manifest: dict, tokenizer: Any, out_dir: Path, *,
+                          tokenizer_id: str, max_length: int, shard_rows: int) -> dict:
+    """Every split file the corpus manifest lists (train, dev, test, ood, test-<lang>) -> label shards."""
+    import pyarrow as pa
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "manifest.json").unlink(missing_ok=True)
+    manifest = {
+        "kind": "classification",
+        "tokenizer_id": tokenizer_id,
+        "corpus_sha256": corpus_manifest["sha256"],
+        "max_length": max_length,
+        "labels": corpus_manifest["labels"],
+        "language": corpus_manifest["language"],
+        "eval_languages": corpus_manifest["eval_languages"],
+        "splits": {},
+    }
+    for split in corpus_manifest["counts"]:
+        records = read_jsonl(corpus_dir / f"{split}.jsonl")
+        files, stats = [], {"rows": len(records), "tokens": 0, "truncated": 0}
+        for start in range(0, max(len(records), 1), shard_rows):
+            chunk = records[start : start + shard_rows]
+            columns, truncated = _tokenize_texts(tokenizer, chunk, max_length)
+            stats["tokens"] += sum(map(len, columns["input_ids"]))
+            stats["truncated"] += truncated
+            fields = [("id", pa.string()), ("input_ids", pa.list_(pa.int32())), ("label", pa.int32())]
+            fields += [("token_type_ids", pa.list_(pa.int8()))] if "token_type_ids" in columns else []
+            data = {"id": [r["id"] for r in chunk], **columns, "label": [r["label"] for r in chunk]}
+            table = pa.table(data, schema=pa.schema(fields))
+            files.append(_write_shard(table, out_dir / f"{split}-{len(files):05d}.parquet", len(chunk)))
+        manifest["splits"][split] = {"files": files, **stats}
+    return _finish(manifest, out_dir)
+
+
 def load_split(shard_dir: Path, split: str) -> list[dict]:
-    """Rows {"id", "input_ids", "labels"} of one split, each shard checked against its manifest sha256."""
+    """Rows {"id", "input_ids", "labels" or "label"} of one split, each shard checked against its manifest sha256."""
     import pyarrow.parquet as pq
 
     shard_dir = Path(shard_dir)
@@ -128,12 +197,17 @@ def collate(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         input_ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"], dtype=torch.long)
         attention_mask[i, : len(r["input_ids"])] = 1
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "token_type_ids" in rows[0]:  # sentence pairs: the second segment's type, padded with 0
+        types = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            types[i, : len(r["token_type_ids"])] = torch.tensor(r["token_type_ids"], dtype=torch.long)
+        batch["token_type_ids"] = types
     if "labels" in rows[0]:  # seq2seq
         labels = torch.full((len(rows), max(len(r["labels"]) for r in rows)), IGNORE_INDEX, dtype=torch.long)
         for i, r in enumerate(rows):
             labels[i, : len(r["labels"])] = torch.tensor(r["labels"], dtype=torch.long)
         batch["labels"] = labels
-    elif "label" in rows[0]:  # classification shards (later): one class id per row
+    elif "label" in rows[0]:  # classification: one class id per row (-1 for out-of-distribution rows)
         batch["labels"] = torch.tensor([r["label"] for r in rows], dtype=torch.long)
     return batch
 
@@ -142,3 +216,38 @@ def _read(path: Path, binary: bool = False) -> Any:
     if not path.is_file():
         raise DataError(f"missing file {path}")
     return path.read_bytes() if binary else path.read_text(encoding="utf-8")
+
+
+def subset_ids(train_ids: list[str], size: int, seed: int, *, labels: list[int] | None = None) -> list[str]:
+    """The first `size` ids of a fixed seeded order: for sizes a < b the a-subset is inside the b-subset.
+
+    The order ranks ids by a hash of (seed, id), so it depends on neither the input order nor the other ids
+    (a corpus that grows keeps its old subsets' relative order). With `labels` (one per id) the order is
+    stratified: each id is placed at its quantile within its class, so every prefix has roughly the class
+    proportions of the whole, and prefixes still nest.
+    """
+    if size < 0 or size > len(train_ids):
+        raise DataError(f"train size {size} is out of range: the training split has {len(train_ids)} examples")
+
+    def rank(i: str) -> str:
+        return hashlib.sha256(f"{seed}\0{i}".encode()).hexdigest()
+
+    if labels is None:
+        return sorted(train_ids, key=rank)[:size]
+    by_class: dict[int, list[str]] = {}
+    for i, label in zip(train_ids, labels, strict=True):
+        by_class.setdefault(label, []).append(i)
+    key = {}
+    for ids in by_class.values():
+        for position, i in enumerate(sorted(ids, key=rank)):
+            key[i] = ((position + 0.5) / len(ids), rank(i))
+    return sorted(train_ids, key=key.__getitem__)[:size]
+
+
+def subset_rows(rows: list[dict], size: int | None, seed: int, *, stratify: bool = False) -> list[dict]:
+    """A run's low-resource training rows (all rows when size is None), in the nested order of subset_ids."""
+    if size is None:
+        return rows
+    by_id = {r["id"]: r for r in rows}
+    labels = [r["label"] for r in rows] if stratify else None
+    return [by_id[i] for i in subset_ids([r["id"] for r in rows], size, seed, labels=labels)]

@@ -46,8 +46,12 @@ def _slug(*parts: str) -> str:
 
 
 def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
-                progress: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> list[Path]:
-    """Write, per (study, task), quality vs budget and the quality/latency Pareto front as PNG and SVG."""
+                progress: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
+                study: str | None = None) -> list[Path]:
+    """Write, per (study, task), quality vs budget and the quality/latency Pareto front as PNG and SVG.
+
+    `study` restricts the plots to one study (the default draws every study in the database).
+    """
     import matplotlib  # imported here so queries and tables start fast
 
     matplotlib.use("Agg")
@@ -55,8 +59,10 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    qvb = con.execute("SELECT * FROM quality_vs_budget WHERE quality_mean IS NOT NULL").df()
-    par = con.execute("SELECT * FROM pareto WHERE quality IS NOT NULL AND latency_ms_b1 IS NOT NULL").df()
+    only = "" if study is None else " AND study = $study"
+    args = {} if study is None else {"study": study}
+    qvb = con.execute(f"SELECT * FROM quality_vs_budget WHERE quality_mean IS NOT NULL{only}", args).df()
+    par = con.execute(f"SELECT * FROM pareto WHERE quality IS NOT NULL AND latency_ms_b1 IS NOT NULL{only}", args).df()
     methods = sorted(set(qvb["method"]) | set(par["method"]))
     colour = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
     written: list[Path] = []
@@ -114,3 +120,15 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
     if not written:
         progress("no evaluated runs with quality and latency: no plots written")
     return written
+
+
+def write_study_report(db_path: Path, study: str, plots_dir: Path, tables_dir: Path) -> None:
+    """One study's plots (PNG and SVG) and its rows of every report view (CSV), for Snakemake's report."""
+    from .store import connect_readonly
+
+    con = connect_readonly(db_path)
+    write_plots(con, plots_dir, study=study)
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    for view in REPORT_VIEWS:
+        table = con.execute(f"SELECT * FROM {view} WHERE study = ?", [study]).df()
+        table.to_csv(tables_dir / f"{view}.csv", index=False)

