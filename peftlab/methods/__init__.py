@@ -1,0 +1,76 @@
+"""peftlab's method library: one package per PEFT method, one registry, one way to count.
+
+    cfg = make_method_config("lora", {"alpha": 16})             # or solve_budget(...).config
+    model = apply_method(base_model, cfg)                       # freezes all but the method (+ task head)
+    save_method(model, cfg, out_dir); load_method(fresh_base, out_dir)
+
+Counting convention (count_parameters, used for every method and every budget):
+- each tensor counts once: tied or shared tensors (Marian's shared embeddings and lm_head, Compacter's
+  shared rule matrices) are one Parameter object and are counted once;
+- fixed position tables (Marian's sinusoidal embed_positions, which transformers 5 marks trainable on
+  reload) are frozen by every method and counted nowhere;
+- the classification task head is trained by every method but left out of `trainable` and `total`;
+  it is reported separately as `head`;
+- `total` is the base model's backbone: it leaves out the parameters a method adds (reported as
+  `added`), so it is the same before and after apply_method;
+- a budget is a fraction of `total`: realised = trainable / total (ParamCount.fraction).
+
+Methods without a size knob (base, full, bitfit, lntuning, ia3) run once, not once per budget.
+"""
+
+# Importing a method's package registers it.
+from . import (  # noqa: F401
+    base,
+    bitfit,
+    compacter,
+    full,
+    houlsby,
+    ia3,
+    lntuning,
+    lora,
+    parallel,
+    pfeiffer,
+    prefix,
+)
+from .budget import BudgetSolution, solve_budget
+from .core import (
+    ParamCount,
+    apply_method,
+    count_parameters,
+    load_method,
+    merge_method,
+    save_method,
+    trainable_state_dict,
+)
+from .registry import (
+    METHODS,
+    BudgetError,
+    MethodConfig,
+    MethodError,
+    MethodSpec,
+    UnknownMethodError,
+    get_method,
+    make_method_config,
+    register_method,
+)
+
+__all__ = [
+    "METHODS",
+    "BudgetError",
+    "BudgetSolution",
+    "MethodConfig",
+    "MethodError",
+    "MethodSpec",
+    "ParamCount",
+    "UnknownMethodError",
+    "apply_method",
+    "count_parameters",
+    "get_method",
+    "load_method",
+    "make_method_config",
+    "merge_method",
+    "register_method",
+    "save_method",
+    "solve_budget",
+    "trainable_state_dict",
+]

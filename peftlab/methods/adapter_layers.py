@@ -1,0 +1,70 @@
+"""Bottleneck adapter layers shared by houlsby, pfeiffer, parallel and compacter.
+
+Written here rather than taken from AdapterHub: `adapters` 1.3 pins transformers 4.x and cannot load
+Marian or NLLB (M2M100) at all. (Not named bottleneck.py: that shadows a package pandas probes.)"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .wrapping import MethodLayer
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "swish": nn.SiLU, "tanh": nn.Tanh}
+MAX_WIDTH = 4  # the largest bottleneck the budget solver may pick, in multiples of d_model
+
+
+def bottleneck_range(model_config: Any) -> range:
+    """Bottleneck sizes the budget solver may choose. Past d the adapter is wider than the model, but a
+    10% budget with one adapter per layer needs that on vocabulary-heavy models (in XLM-R ~70% of the
+    parameters are embeddings)."""
+    return range(1, MAX_WIDTH * model_config.hidden_size + 1)
+DOWN_INIT_STD = 1e-2  # Houlsby et al. 2019, Sec. 2.1: near-identity initialisation
+
+
+class BottleneckAdapter(nn.Module):
+    """down (d -> r), nonlinearity, up (r -> d); returns the delta only: 2*d*r + r + d parameters.
+
+    The up-projection starts at zero, so the adapted model equals the base model at step 0.
+    """
+
+    def __init__(
+        self, dim: int, bottleneck: int, activation: str,
+        device: torch.device | None = None, dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, bottleneck, device=device, dtype=dtype)
+        self.act = ACTIVATIONS[activation]()
+        self.up = nn.Linear(bottleneck, dim, device=device, dtype=dtype)
+        nn.init.normal_(self.down.weight, std=DOWN_INIT_STD)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.up(self.act(self.down(h)))
+
+
+class AdapterWrapper(MethodLayer):
+    """A serial adapter on a projection's output: y = base(x); return y + adapter(y)."""
+
+    def __init__(self, base_layer: nn.Linear, adapter: nn.Module) -> None:
+        super().__init__(base_layer)
+        self.adapter = adapter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.base_layer(x)
+        return h + self.adapter(h)
+
+
+def bottleneck_wrapper(bottleneck: int, activation: str):
+    """A factory for wrap_modules: a BottleneckAdapter on the wrapped layer's output, on its device/dtype."""
+
+    def make(name: str, linear: nn.Linear) -> AdapterWrapper:
+        weight = linear.weight
+        adapter = BottleneckAdapter(linear.out_features, bottleneck, activation, weight.device, weight.dtype)
+        return AdapterWrapper(linear, adapter)
+
+    return make

@@ -1,0 +1,120 @@
+"""solve_budget: pick a method's size knob so its trainable parameters hit a fraction of the base model."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .core import apply_method, count_parameters
+from .registry import BudgetError, MethodConfig, get_method, make_method_config
+
+
+@dataclass(frozen=True)
+class BudgetSolution:
+    config: MethodConfig
+    trainable: int  # trainable parameters of the adapted model (head excluded)
+    total: int  # the base model's backbone parameters (count_parameters(model).total)
+    realised: float  # trainable / total
+    rel_error: float | None  # (realised - budget) / budget; None when no budget was asked for
+
+
+def solve_budget(
+    model: nn.Module, name: str, options: dict[str, Any] | None, budget: float | None
+) -> BudgetSolution:
+    """Choose the knob value whose trainable count is closest to budget * total.
+
+    Counting happens on a copy of the model built on the meta device (no memory, no weights), so the
+    model is left untouched, as is torch's RNG.
+    """
+    spec = get_method(name)
+    options = dict(options or {})
+    total = count_parameters(model).total
+    if budget is not None and spec.knob is None:
+        raise BudgetError(f"method {name!r} has no size knob; list it without budgets (got budget {budget})")
+    if budget is None:
+        cfg = make_method_config(name, options)
+        trainable = _MetaCounter(model).trainable(cfg)
+        return BudgetSolution(cfg, trainable, total, trainable / total, None)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
+        raise BudgetError(f"{name}: budget must be a fraction in (0, 1], got {budget!r}")
+    if spec.knob in options:
+        raise BudgetError(
+            f"{name}: option {spec.knob!r} is chosen by the budget solver; drop the option or the budget"
+        )
+
+    proto = make_method_config(name, options)
+    knobs = proto.knob_range(model.config)
+    target = budget * total
+    counter = _MetaCounter(model)
+    counts: dict[int, int] = {}
+
+    def count(i: int) -> int:
+        if i not in counts:
+            counts[i] = counter.trainable(proto.replace(**{spec.knob: knobs[i]}))
+        return counts[i]
+
+    lo, hi = 0, len(knobs) - 1
+    if count(lo) > 2 * target or count(hi) < target / 2:
+        raise BudgetError(
+            f"{name}: budget {budget:g} ({target:,.0f} of {total:,} parameters) is out of reach: "
+            f"{spec.knob} {knobs[lo]}..{knobs[hi]} trains {count(lo):,}..{count(hi):,} parameters "
+            f"({count(lo) / total:.4%}..{count(hi) / total:.4%}); "
+            f"reachable budgets: {count(lo) / (2 * total):.3g}..{min(1.0, 2 * count(hi) / total):.3g}"
+        )
+    # Bracket the target between adjacent knob values. Counts grow linearly with the knob for every
+    # method here, so interpolation lands on the bracket in one or two probes; bisection is the fallback.
+    probes = 0
+    while hi - lo > 1 and count(lo) < target < count(hi):
+        probes += 1
+        if probes <= 3:
+            guess = lo + int((target - count(lo)) / (count(hi) - count(lo)) * (hi - lo))
+        else:
+            guess = (lo + hi) // 2
+        guess = min(max(guess, lo + 1), hi - 1)
+        if count(guess) <= target:
+            lo = guess
+            if count(guess + 1) > target:
+                hi = guess + 1
+        else:
+            hi = guess
+            if count(guess - 1) <= target:
+                lo = guess - 1
+    best = min((lo, hi), key=lambda i: (abs(count(i) - target), i))
+    cfg = proto.replace(**{spec.knob: knobs[best]})
+    realised = count(best) / total
+    return BudgetSolution(cfg, count(best), total, realised, (realised - budget) / budget)
+
+
+# (model class, model config, method config) -> trainable count; counts depend on nothing else when the
+# model is what its config builds, and solving several budgets for one model re-uses the probes.
+_COUNTS: dict[tuple[str, str, str], int] = {}
+_MAX_CACHED = 10_000
+
+
+class _MetaCounter:
+    """Counts a method's trainable parameters on meta-device copies of a model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        cls = type(model)
+        self.key = f"{cls.__module__}.{cls.__qualname__}", model.config.to_json_string(use_diff=False)
+        with torch.device("meta"), torch.random.fork_rng(devices=[]):
+            self.template = cls(copy.deepcopy(model.config))
+        if count_parameters(self.template).total != count_parameters(model).total:
+            # the model differs from what its config builds (e.g. edited by hand): count on a real copy
+            self.template, self.key = copy.deepcopy(model), None
+
+    def trainable(self, cfg: MethodConfig) -> int:
+        key = self.key and (*self.key, json.dumps(cfg.to_dict(), sort_keys=True))
+        if key in _COUNTS:
+            return _COUNTS[key]
+        with torch.device("meta"), torch.random.fork_rng(devices=[]):
+            shadow = apply_method(copy.deepcopy(self.template), cfg)
+            count = count_parameters(shadow).trainable
+        if key and len(_COUNTS) < _MAX_CACHED:
+            _COUNTS[key] = count
+        return count
