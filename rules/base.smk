@@ -12,7 +12,7 @@ rule build_tokenizer:
     output:
         "results/{study}/base/{model}/tokenizer/tokenizer.json",
     params:
-        build=lambda w: model_spec(w.model)["build"],
+        build=lambda w: canonical(model_spec(w.model)["build"]),
         languages=lambda w: grid.task_languages(config, w.model),
         code=fingerprint("peftlab/models.py"),
     log:
@@ -29,12 +29,13 @@ rule pretrain_base:
     output:
         directory("results/{study}/base/{model}/model"),
     params:
-        build=lambda w: model_spec(w.model)["build"],
+        build=lambda w: canonical(model_spec(w.model)["build"]),
         checkpoints="results/{study}/checkpoints/base/{model}",
         code=fingerprint("peftlab/models.py", "peftlab/train.py"),
     log:
         "logs/{study}/pretrain_base/{model}.log",
-    # Nothing else can run until the base model exists: give it every core.
-    threads: lambda wildcards, cores: cores
+    # Nothing else can run until the base model exists: ask for every core (Snakemake caps a
+    # rule's threads at --cores; the SLURM profile sets its own number).
+    threads: 1024
     script:
         "../workflow_scripts/pretrain_base.py"

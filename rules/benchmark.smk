@@ -9,10 +9,10 @@ rule benchmark:
     output:
         record="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/bench.json",
     params:
-        settings=config["benchmark"],
+        settings=canonical(config["benchmark"]),
         model_path=lambda w: model_path(task_model(w.task)),
-        model_spec=lambda w: model_spec(task_model(w.task)),
-        task=lambda w: config["tasks"][w.task],
+        model_spec=lambda w: canonical(model_spec(task_model(w.task))),
+        task=lambda w: canonical(config["tasks"][w.task]),
         code=fingerprint("peftlab/bench.py"),
     log:
         "logs/{study}/benchmark/{task}/{method}/{budget}/seed{seed}.log",

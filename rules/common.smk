@@ -30,6 +30,16 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+def canonical(value):
+    """Dicts with sorted keys, recursively: Snakemake compares params by their text, so reordering
+    keys in a config must not rerun anything."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
 def fingerprint(*paths):
     """Hash of the code a rule runs; passed through params so a code change reruns just that rule."""
     return code_fingerprint(Path(workflow.basedir, p) for p in paths)

@@ -10,10 +10,10 @@ rule evaluate:
         record="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/eval.json",
         hypotheses="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/hyp.test.txt",
     params:
-        settings=config["evaluate"],
+        settings=canonical(config["evaluate"]),
         model_path=lambda w: model_path(task_model(w.task)),
-        model_spec=lambda w: model_spec(task_model(w.task)),
-        task=lambda w: config["tasks"][w.task],
+        model_spec=lambda w: canonical(model_spec(task_model(w.task))),
+        task=lambda w: canonical(config["tasks"][w.task]),
         code=fingerprint("peftlab/evaluate.py"),
     log:
         "logs/{study}/evaluate/{task}/{method}/{budget}/seed{seed}.log",

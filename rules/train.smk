@@ -21,10 +21,10 @@ rule train:
         record="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/train.json",
         method_dir=directory("results/{study}/runs/{task}/{method}/{budget}/seed{seed}/method"),
     params:
-        run=run_spec,
+        run=lambda w: canonical(run_spec(w)),
         model_path=lambda w: model_path(task_model(w.task)),
-        model_spec=lambda w: model_spec(task_model(w.task)),
-        task=lambda w: config["tasks"][w.task],
+        model_spec=lambda w: canonical(model_spec(task_model(w.task))),
+        task=lambda w: canonical(config["tasks"][w.task]),
         checkpoints="results/{study}/checkpoints/{task}/{method}/{budget}/seed{seed}",
         curve="logs/{study}/train/{task}/{method}/{budget}/seed{seed}.jsonl",
         code=lambda w: fingerprint("peftlab/train.py", "peftlab/runs.py", "peftlab/models.py", *method_code(w.method)),

@@ -4,27 +4,15 @@ The repo is copied to a temporary folder so the tests can edit code and configs 
 would and ask Snakemake (a dry run) which jobs that invalidates.
 """
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 import yaml
+from conftest import run_snakemake as snakemake
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.workflow
-
-
-def snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/test.yaml", *args]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env={**os.environ, **(env or {})})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
 
 
 def planned_jobs(workdir: Path, config: dict | None = None) -> list[tuple[str, str]]:
@@ -45,21 +33,17 @@ def planned_jobs(workdir: Path, config: dict | None = None) -> list[tuple[str, s
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    """A copy of the repo with the test study run to completion."""
-    workdir = tmp_path_factory.mktemp("wf") / "repo"
-    shutil.copytree(REPO, workdir, ignore=shutil.ignore_patterns(".venv", ".git", "results", "logs", ".snakemake",
-                                                                 "__pycache__", ".pytest_cache", ".ruff_cache"))
-    snakemake(workdir)
-    return workdir
+def finished(local_study) -> Path:
+    return local_study
 
 
 def test_the_database_holds_every_run_with_metrics_and_latency(finished):
     con = duckdb.connect(str(finished / "results" / "results.duckdb"), read_only=True)
     runs = con.sql("SELECT method, budget, status, trainable_params, total_params FROM runs ORDER BY method").fetchall()
     assert [(r[0], r[1], r[2]) for r in runs] == [
-        ("base", "none", "ok"), ("full", "none", "ok"), ("houlsby", "0.02", "ok"), ("lora", "0.02", "ok")]
-    by_method = {r[0]: r for r in runs}
+        ("base", "none", "ok"), ("broken", "none", "failed"), ("full", "none", "ok"), ("houlsby", "0.02", "ok"),
+        ("lora", "0.02", "ok")]
+    by_method = {r[0]: r for r in runs if r[2] == "ok"}
     assert by_method["base"][3] == 0
     assert by_method["full"][3] == by_method["full"][4]
     for method in ("lora", "houlsby"):  # the solver's realised budget is near the 2% target
@@ -69,7 +53,8 @@ def test_the_database_holds_every_run_with_metrics_and_latency(finished):
     assert all("version:2." in sig for _, _, sig in metrics)
     bench = con.sql("SELECT DISTINCT batch_size FROM benchmarks ORDER BY 1").fetchall()
     assert bench == [(1,), (4,)]
-    comparison = con.sql("SELECT method, chrf, latency_ms_b1 FROM method_comparison").fetchall()
+    comparison = con.sql("SELECT method, chrf, latency_ms_b1 FROM method_comparison WHERE method != 'broken'")
+    comparison = comparison.fetchall()
     assert len(comparison) == 4 and all(c is not None and lat > 0 for _, c, lat in comparison)
 
 
@@ -134,3 +119,13 @@ def test_missing_l10n_package_stops_before_any_job(finished, tmp_path):
     proc = snakemake(finished, "-n", env={"PYTHONPATH": str(tmp_path)}, check=False)
     assert proc.returncode != 0
     assert "django" in (proc.stdout + proc.stderr).lower() and "pip install" in proc.stdout + proc.stderr
+
+
+def test_a_failed_run_is_recorded_with_its_reason_and_does_not_stop_the_study(finished):
+    con = duckdb.connect(str(finished / "results" / "results.duckdb"), read_only=True)
+    error, log_path, eval_status, bench_status = con.sql(
+        "SELECT error, log_path, eval_status, bench_status FROM runs WHERE method = 'broken'").fetchall()[0]
+    assert "fewer than one batch" in error
+    assert log_path.endswith("train/en-de/broken/none/seed0.log") and (finished / log_path).exists()
+    assert (eval_status, bench_status) == ("skipped", "skipped")
+    assert con.sql("SELECT count(*) FROM evaluations WHERE run_id LIKE '%/broken/%'").fetchall() == [(0,)]

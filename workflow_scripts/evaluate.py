@@ -4,10 +4,19 @@ from pathlib import Path
 from _setup import start
 
 start(snakemake)  # noqa: F821
+from peftlab.atomic import write_json, write_text  # noqa: E402
 from peftlab.evaluate import evaluate_run  # noqa: E402
+from peftlab.runs import failure_recorded, upstream_failure  # noqa: E402
 
 sm = snakemake  # noqa: F821
-evaluate_run(json.loads(Path(sm.input.train).read_text())["run_id"], model_path=sm.params.model_path,
-             model_spec=sm.params.model_spec, task=sm.params.task, corpus_dir=Path(sm.input.corpus).parent,
-             method_dir=Path(sm.input.method_dir), record_path=Path(sm.output.record),
-             hypotheses_path=Path(sm.output.hypotheses), settings=sm.params.settings)
+run_id = json.loads(Path(sm.input.train).read_text())["run_id"]
+identity = {"run_id": run_id, "split": "test"}
+write_text("", Path(sm.output.hypotheses))  # replaced by the hypotheses when evaluation runs
+if reason := upstream_failure(Path(sm.input.train)):
+    write_json({**identity, "status": "skipped", "error": reason}, Path(sm.output.record))
+else:
+    with failure_recorded(Path(sm.output.record), identity, Path(sm.log[0])):
+        evaluate_run(run_id, model_path=sm.params.model_path, model_spec=sm.params.model_spec, task=sm.params.task,
+                     corpus_dir=Path(sm.input.corpus).parent, method_dir=Path(sm.input.method_dir),
+                     record_path=Path(sm.output.record), hypotheses_path=Path(sm.output.hypotheses),
+                     settings=sm.params.settings)

@@ -1,0 +1,41 @@
+"""Shared fixtures: a copy of the repo with the test study (config/test.yaml) run locally once per session."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).parent))  # tests/slurm_helpers.py
+
+
+def copy_repo(dest: Path) -> Path:
+    """The checkout without its environment, caches and outputs (only top-level results/ and logs/)."""
+    anywhere = shutil.ignore_patterns(".venv", ".git", ".snakemake", "__pycache__", ".pytest_cache", ".ruff_cache")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        top = {"results", "logs"} if Path(folder) == REPO else set()
+        return set(anywhere(folder, names)) | (top & set(names))
+
+    shutil.copytree(REPO, dest, ignore=ignore)
+    return dest
+
+
+def run_snakemake(workdir: Path, *args: str, env: dict | None = None, check: bool = True,
+                  configfile: str = "config/test.yaml") -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", configfile, *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def local_study(tmp_path_factory) -> Path:
+    """A copy of the repo with the test study run to completion on this machine."""
+    workdir = copy_repo(tmp_path_factory.mktemp("local") / "repo")
+    run_snakemake(workdir)
+    return workdir
