@@ -39,3 +39,11 @@ def local_study(tmp_path_factory) -> Path:
     workdir = copy_repo(tmp_path_factory.mktemp("local") / "repo")
     run_snakemake(workdir)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A live single-node SLURM (.ci/slurm/start.sh) for the session; stopped afterwards if we started it."""
+    import slurm_helpers
+
+    yield from slurm_helpers.cluster_session()

@@ -19,11 +19,6 @@ SNAKEFILE = Path(__file__).parent / "slurm_workflow" / "Snakefile"
 ACCOUNT = "peftlab"
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    yield from slurm_helpers.cluster_session()
-
-
 @pytest.fixture(scope="module")
 def first_run(slurm_cluster, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("slurm_workflow")
