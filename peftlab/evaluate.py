@@ -9,7 +9,11 @@ from sacrebleu.metrics import BLEU, CHRF, TER
 from transformers import PreTrainedTokenizerBase
 
 from peftlab.atomic import write_json, write_text
-from peftlab.models import default_device, load_trained, read_jsonl, source_prefix
+from peftlab.classify import MAX_FIT_ROWS, evaluate_classifier
+from peftlab.data import load_split
+from peftlab.data.shards import subset_rows
+from peftlab.forgetting import representation_drift, retained_quality
+from peftlab.models import default_device, load_base, load_trained, read_jsonl, shard_labels, source_prefix
 
 
 @torch.no_grad()
@@ -39,19 +43,44 @@ def mt_scores(hypotheses: list[str], references: list[str], target_lang: str) ->
     return rows
 
 
-def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, corpus_dir: Path, method_dir: Path,
-                 record_path: Path, hypotheses_path: Path, settings: dict, device: str | None = None) -> dict:
-    """Translate the test split with beam search and score it with sacrebleu (BLEU, chrF, TER)."""
+def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, corpus_dir: Path, shard_dir: Path,
+                 method_dir: Path, record_path: Path, predictions_path: Path, settings: dict,
+                 pretraining: dict[str, tuple[Path, str, str]] | None = None, train_size: int | None = None,
+                 device: str | None = None) -> dict:
+    """Score a trained run on its test split(s), and measure what it forgot.
+
+    Translation: beam search, sacrebleu BLEU/chrF/TER, and the same scores on the base model's
+    pretraining pairs (`pretraining`: task -> (corpus dir, source prefix, target language)).
+    Classification: accuracy and macro-F1 per test language, OOD detection (MSP, max logit, energy,
+    Mahalanobis). Both: per-layer CKA between the base model's and the tuned model's representations.
+    """
     device = device or default_device()
-    model, tokenizer = load_trained(model_path, model_spec, task, method_dir)
-    test = read_jsonl(corpus_dir / "test.jsonl")
-    hypotheses = translate(model, tokenizer, [r["src"] for r in test], source_prefix=source_prefix(model_spec, task),
-                           num_beams=settings["num_beams"], batch_size=settings["batch_size"],
-                           max_new_tokens=settings["max_new_tokens"], device=device)
-    write_text("\n".join(hypotheses) + "\n", hypotheses_path)
-    record = {"run_id": run_id, "split": "test", "n_examples": len(test), "status": "ok",
-              "metrics": mt_scores(hypotheses, [r["tgt"] for r in test], task["target_lang"]),
-              "decoding": {"num_beams": settings["num_beams"], "max_new_tokens": settings["max_new_tokens"]},
-              "hypotheses_path": str(hypotheses_path), "device": device}
+    labels = shard_labels(shard_dir)
+    num_labels = len(labels) if labels else None
+    model, tokenizer = load_trained(model_path, model_spec, task, method_dir, num_labels)
+    model.to(device)
+    if task["kind"] == "classification":
+        fit_rows = subset_rows(load_split(shard_dir, "train"), train_size, task.get("split_seed", 0), stratify=True)
+        metrics = evaluate_classifier(model, shard_dir, pad_id=tokenizer.pad_token_id,
+                                      batch_size=settings["batch_size"], device=device,
+                                      fit_rows=fit_rows[:MAX_FIT_ROWS], predictions_path=predictions_path)
+        n_examples = len(load_split(shard_dir, "test"))
+    else:
+        test = read_jsonl(corpus_dir / "test.jsonl")
+        hypotheses = translate(model, tokenizer, [r["src"] for r in test],
+                               source_prefix=source_prefix(model_spec, task), num_beams=settings["num_beams"],
+                               batch_size=settings["batch_size"], max_new_tokens=settings["max_new_tokens"],
+                               device=device)
+        write_text("\n".join(hypotheses) + "\n", predictions_path)
+        metrics = mt_scores(hypotheses, [r["tgt"] for r in test], task["target_lang"])
+        metrics += retained_quality(model, tokenizer, pretraining or {}, settings=settings, device=device,
+                                    max_examples=settings.get("retained_examples"))
+        n_examples = len(test)
+    base, _ = load_base(model_path, model_spec, task, num_labels)
+    metrics += representation_drift(base.to(device), model, load_split(shard_dir, "test"),
+                                    pad_id=tokenizer.pad_token_id)
+    record = {"run_id": run_id, "split": "test", "n_examples": n_examples, "status": "ok", "metrics": metrics,
+              "decoding": {k: settings[k] for k in ("num_beams", "max_new_tokens") if task["kind"] == "translation"},
+              "labels": labels, "predictions_path": str(predictions_path), "device": device}
     write_json(record, record_path)
     return record

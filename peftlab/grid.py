@@ -47,27 +47,72 @@ def format_budget(budget: float) -> str:
     return f"{budget:g}"
 
 
+# Study axes beyond method and budget are name variants, not new rules or path levels:
+# "en-de~n500" is task en-de trained on its nested 500-example subset, "lora~lr0.001" is method
+# entry lora at learning rate 1e-3. Both keep the run path results/<study>/runs/<task>/<method>/...
+VARIANT = "~"
+
+
+def base_name(name: str) -> str:
+    return name.split(VARIANT, 1)[0]
+
+
+def task_variants(config: dict) -> list[str]:
+    names = []
+    for task in config["grid"]["tasks"]:
+        sizes = config["tasks"][task].get("train_sizes") or [None]
+        names += [task if size is None else f"{task}{VARIANT}n{size}" for size in sizes]
+    return names
+
+
+def method_variants(config: dict) -> list[str]:
+    names = []
+    for method in config["grid"]["methods"]:
+        rates = config["methods"][method].get("sweep", {}).get("lr")
+        names += [f"{method}{VARIANT}lr{lr:g}" for lr in rates] if rates else [method]
+    return names
+
+
+def train_size(task_name: str) -> int | None:
+    _, _, suffix = task_name.partition(f"{VARIANT}n")
+    return int(suffix) if suffix else None
+
+
 def method_budgets(config: dict, method: str) -> list[str]:
-    entry = config["methods"][method]
+    entry = config["methods"][base_name(method)]
     if get_method(entry["method"]).knob is None:
         return [NO_BUDGET]
     return [format_budget(b) for b in entry.get("budgets", config["grid"]["budgets"])]
 
 
+def runs_on(config: dict, method: str, task: str) -> bool:
+    """Whether a method entry runs on a task: its own `tasks:` list if given; multi-task entries only
+    on translation tasks (one shared seq2seq model; classification tasks would each need a head)."""
+    entry = config["methods"][method]
+    if entry.get("multitask") and config["tasks"][task]["kind"] != "translation":
+        return False
+    return task in entry.get("tasks", [task])
+
+
 def expand_runs(config: dict) -> list[Run]:
-    grid = config["grid"]
+    """Every run of the grid: tasks (and their size variants) x methods (and their sweeps) x budgets x seeds."""
     return [
         Run(config["study"], task, method, budget, seed)
-        for task in grid["tasks"]
-        for method in grid["methods"]
+        for task in task_variants(config)
+        for method in method_variants(config)
+        if runs_on(config, base_name(method), base_name(task))
         for budget in method_budgets(config, method)
-        for seed in grid["seeds"]
+        for seed in config["grid"]["seeds"]
     ]
 
 
-def train_config(config: dict, method: str) -> dict:
-    """Defaults from `train:`, overridden by the method entry's own `train:`; checked by TrainConfig."""
-    merged = {**config.get("train", {}), **config["methods"][method].get("train", {})}
+def train_config(config: dict, method: str, task: str | None = None) -> dict:
+    """Global `train:` defaults, then the task's, then the method entry's, then a swept value; checked."""
+    task_train = config["tasks"][base_name(task)].get("train", {}) if task else {}
+    merged = {**config.get("train", {}), **task_train, **config["methods"][base_name(method)].get("train", {})}
+    _, _, lr = method.partition(f"{VARIANT}lr")
+    if lr:
+        merged["lr"] = float(lr)
     TrainConfig.from_dict(merged)
     return merged
 
@@ -110,17 +155,27 @@ def check_config(config: dict) -> None:
         if method not in methods:
             raise ConfigError(f"grid.methods names {method!r}, which is not under methods: ({', '.join(methods)})")
     for name, entry in methods.items():
+        for task in entry.get("tasks", []):
+            if task not in grid["tasks"]:
+                raise ConfigError(f"methods.{name}.tasks names {task!r}, which is not in grid.tasks")
         if entry["method"] not in METHODS:
             raise ConfigError(f"methods.{name}: unknown method {entry['method']!r}; registered: "
                               f"{', '.join(sorted(METHODS))}")
         make_method_config(entry["method"], entry.get("options", {}))
         train_config(config, name)
+        if entry.get("multitask") and any(config["tasks"][t].get("train_sizes") for t in config["grid"]["tasks"]):
+            raise ConfigError(f"methods.{name}: a multitask method cannot be combined with train_sizes "
+                              "(the shared model would be trained on which subset?)")
+        if VARIANT in name:
+            raise ConfigError(f"methods.{name}: '{VARIANT}' is reserved for study axes (e.g. lora{VARIANT}lr0.001)")
     for name, spec in config["base_models"].items():
         for key in ("pretrain_tasks", "denoise_tasks"):
             for task in spec.get("build", {}).get(key, []):
                 if task not in tasks:
                     raise ConfigError(f"base_models.{name}.build.{key} names unknown task {task!r}")
     for name, task in tasks.items():
+        if VARIANT in name:
+            raise ConfigError(f"tasks.{name}: '{VARIANT}' is reserved for study axes (e.g. en-de{VARIANT}n500)")
         if task["base_model"] not in config["base_models"]:
             raise ConfigError(f"tasks.{name}.base_model {task['base_model']!r} is not under base_models:")
         check_corpus_spec(task)
@@ -134,6 +189,8 @@ def check_budgets(config: dict) -> None:
         model_name, kind = config["tasks"][task]["base_model"], config["tasks"][task]["kind"]
         model = None
         for method in config["grid"]["methods"]:
+            if not runs_on(config, method, task):
+                continue
             entry = config["methods"][method]
             for budget in method_budgets(config, method):
                 key = (model_name, method, budget)
@@ -155,14 +212,6 @@ def run_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def task_languages(config: dict, model_name: str) -> list[str]:
-    langs = set()
-    for task in config["tasks"].values():
-        if task["base_model"] == model_name and task["kind"] == "translation":
-            langs.update([task["source_lang"], task["target_lang"]])
-    return sorted(langs)
-
-
 def tasks_of_model(config: dict, model_name: str) -> list[str]:
     """Tasks whose corpora train a built model's vocabulary: its pretraining pairs and its grid tasks."""
     build = config["base_models"][model_name].get("build", {})
@@ -170,5 +219,20 @@ def tasks_of_model(config: dict, model_name: str) -> list[str]:
     return sorted(set(build.get("pretrain_tasks", [])) | set(build.get("denoise_tasks", [])) | set(grid))
 
 
+def task_languages(config: dict, model_name: str) -> list[str]:
+    """Languages whose tags a built model's vocabulary holds."""
+    langs = set()
+    for task in config["tasks"].values():
+        if task["base_model"] == model_name and task["kind"] == "translation":
+            langs.update([task["source_lang"], task["target_lang"]])
+    return sorted(langs)
+
+
 def study_root(config: dict) -> Path:
     return Path("results") / config["study"]
+
+
+def multitask_tasks(config: dict, model_name: str, method: str) -> list[str]:
+    """The grid's translation tasks on one base model that a multi-task method entry trains on together."""
+    return [t for t in config["grid"]["tasks"]
+            if config["tasks"][t]["base_model"] == model_name and runs_on(config, base_name(method), t)]

@@ -140,17 +140,23 @@ def source_prefix(model_spec: dict, task: dict) -> str:
     return template.format(target_lang=task.get("target_lang", ""), source_lang=task.get("source_lang", ""))
 
 
-def load_base(model_path: str, model_spec: dict, task: dict) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_base(model_path: str, model_spec: dict, task: dict,
+              num_labels: int | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The base model and tokenizer of a task, as named by its config entry."""
     tokenizer = load_tokenizer(model_path, model_spec)
-    model = load_model(model_path, task["kind"], model_spec)
+    model = load_model(model_path, task["kind"], model_spec, num_labels=num_labels)
     return model, tokenizer
 
 
-def load_trained(model_path: str, model_spec: dict, task: dict, method_dir: Path):
+def load_trained(model_path: str, model_spec: dict, task: dict, method_dir: Path, num_labels: int | None = None):
     """A run's model: the base model with the run's saved method weights applied."""
-    model, tokenizer = load_base(model_path, model_spec, task)
+    model, tokenizer = load_base(model_path, model_spec, task, num_labels)
     return load_method(model, method_dir), tokenizer
+
+
+def shard_labels(shard_dir: Path) -> list[str] | None:
+    """A classification task's label names (None for translation), from its shard manifest."""
+    return json.loads((Path(shard_dir) / "manifest.json").read_text()).get("labels")
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ import torch
 
 from peftlab.atomic import replace_dir, write_json
 from peftlab.data import load_split
+from peftlab.data.shards import subset_rows
 from peftlab.methods import (
     apply_method,
     count_parameters,
@@ -28,7 +30,7 @@ from peftlab.methods import (
     save_method,
     solve_budget,
 )
-from peftlab.models import build_marian, default_device, load_base, load_tokenizer, model_identity
+from peftlab.models import build_marian, default_device, load_base, load_tokenizer, model_identity, shard_labels
 from peftlab.provenance import package_versions, utc_now
 from peftlab.train import Preempted, TrainConfig, train
 
@@ -113,16 +115,21 @@ def pretrain_base(build: dict, tokenizer_dir: Path, shard_dirs: list[Path], out_
     return record
 
 
-def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard_dir: Path, method_dir: Path,
+def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard_dirs: list[Path], method_dir: Path,
               record_path: Path, checkpoint_dir: Path, log_path: Path | None = None, device: str | None = None) -> dict:
     """Apply the run's method at its budget, train it, save the method weights and the run record.
 
     `run` holds the identity (run_id, study, task, method, method_name, budget, seed), the method's
-    `options`, the `train` config, `data_manifest_sha256` and `code_fingerprint`.
+    `options`, the `train` config, `data_manifest_sha256` and `code_fingerprint`. Several shard
+    folders train one multi-task model on the union of their tasks (interleaved, so every task is
+    seen from the first step; the target-language tags in the sources tell the pairs apart).
     """
     device = device or default_device()
     started = utc_now()
-    model, _ = load_base(model_path, model_spec, task)
+    shard_dir = shard_dirs[0]
+    labels = shard_labels(shard_dir)
+    torch.manual_seed(run["seed"])  # a classification head is initialised inside from_pretrained
+    model, _ = load_base(model_path, model_spec, task, num_labels=len(labels) if labels else None)
     base_total = count_parameters(model).total
     method = get_method(run["method_name"])
     if method.knob is None:
@@ -134,10 +141,15 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
     torch.manual_seed(cfg.seed)  # the method's own initialisation follows the run's seed
     model = apply_method(model, method_cfg)
     counts = count_parameters(model)
-    if counts.trainable == 0:
+    # Nested low-resource subsets are drawn with the task's split seed, not the run's, so every
+    # method and seed at one size trains on the same examples.
+    train_rows = interleave(*[subset_rows(load_split(d, "train"), run.get("train_size"), task.get("split_seed", 0),
+                                          stratify=labels is not None) for d in shard_dirs])
+    dev_rows = interleave(*[load_split(d, "dev") for d in shard_dirs])
+    if not any(p.requires_grad for p in model.parameters()):  # `base` on MT; on classification it trains the head
         result = {"train": {"steps": 0, "wall_time_s": 0.0}, "curve": []}
     else:
-        result = train(model, load_split(shard_dir, "train"), load_split(shard_dir, "dev"), cfg,
+        result = train(model, train_rows, dev_rows, cfg,
                        pad_id=model.config.pad_token_id, checkpoint_dir=checkpoint_dir, log_path=log_path,
                        device=device, run_key=json.dumps([run, model_path], sort_keys=True, default=str))
     save_method(model, method_cfg, method_dir)
@@ -145,6 +157,7 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
         **{k: run[k] for k in ("run_id", "study", "task", "method", "budget", "seed", "code_fingerprint",
                                "data_manifest_sha256")},
         "task_kind": task["kind"], "method_family": run["method_name"],
+        "train_size": run.get("train_size"), "n_train": len(train_rows), "tasks": run.get("tasks", [run["task"]]),
         "budget_target": None if run["budget"] == "none" else float(run["budget"]),
         "status": "ok", "error": None, "log_path": str(log_path) if log_path else None,
         "base_model": run["base_model"], "base_model_id": model_identity(model_path, model_spec),
@@ -156,5 +169,22 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
         **result, "versions": package_versions(), "device": device,
         "started_at": started, "finished_at": utc_now(),
     }
+    write_json(record, record_path)
+    return record
+
+
+def adopt_shared_training(shared_record: Path, shared_method_dir: Path, run: dict, *, record_path: Path,
+                          method_dir: Path) -> dict:
+    """One task's view of a multi-task run: the shared model's weights, the shared record under this run's identity.
+
+    The model was trained once on the union of the tasks; each task's run directory holds a copy so
+    that evaluation and benchmarking treat it like any other run.
+    """
+    record = json.loads(Path(shared_record).read_text())
+    tmp = Path(tempfile.mkdtemp(dir=Path(method_dir).parent, prefix=".tmp-"))
+    shutil.copytree(shared_method_dir, tmp, dirs_exist_ok=True)
+    replace_dir(tmp, Path(method_dir))
+    identity = {k: run[k] for k in ("run_id", "study", "task", "method", "budget", "seed", "code_fingerprint")}
+    record = {**record, **identity, "multitask_run": record["run_id"], "multitask_tasks": record.get("tasks")}
     write_json(record, record_path)
     return record

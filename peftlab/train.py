@@ -215,7 +215,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
         preempted = True
 
     previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
-    lengths = [len(r["input_ids"]) + len(r["labels"]) for r in train_rows]
+    lengths = [len(r["input_ids"]) + len(r.get("labels", ())) for r in train_rows]  # classification rows: "label"
     batches_per_epoch = len(train_rows) // cfg.batch_size
     epoch_cache: dict[int, list[list[int]]] = {}
     log_file = open(log_path, "a") if log_path else None  # noqa: SIM115

@@ -5,14 +5,15 @@ rule benchmark:
     input:
         train="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/train.json",
         method_dir="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/method",
-        corpus="results/{study}/corpora/{task}/manifest.json",
+        corpus=lambda w: f"results/{w.study}/corpora/{grid.base_name(w.task)}/manifest.json",
+        shards=lambda w: ancient(shards_of(w.task)),
     output:
         record="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/bench.json",
     params:
         settings=canonical(config["benchmark"]),
         model_path=lambda w: model_path(task_model(w.task)),
         model_spec=lambda w: canonical(model_spec(task_model(w.task))),
-        task=lambda w: canonical(config["tasks"][w.task]),
+        task=lambda w: canonical(task_entry(w.task)),
         code=fingerprint("peftlab/bench.py"),
     log:
         "logs/{study}/benchmark/{task}/{method}/{budget}/seed{seed}.log",

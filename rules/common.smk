@@ -1,5 +1,7 @@
 # Config validation, the grid, and the small input functions the rules share.
+import re
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -23,8 +25,8 @@ THREADS = config.get("threads_per_job", 1)
 
 wildcard_constraints:
     study=STUDY,
-    task="|".join(config["tasks"]),
-    method="|".join(config["methods"]),
+    task="|".join(map(re.escape, [*config["tasks"], *grid.task_variants(config)])),
+    method="|".join(map(re.escape, grid.method_variants(config))),
     model="|".join(config["base_models"]),
     budget=r"none|[0-9.e-]+",
     seed=r"\d+",
@@ -45,16 +47,25 @@ def fingerprint(*paths):
     return code_fingerprint(Path(workflow.basedir, p) for p in paths)
 
 
-def method_code(method_entry):
+def task_entry(task):
+    """A task's config entry; a study-axis variant (en-de~n500) shares its base task's entry."""
+    return config["tasks"][grid.base_name(task)]
+
+
+def method_entry(method):
+    return config["methods"][grid.base_name(method)]
+
+
+def method_code(method):
     """A method's own package plus the registry and shared modules beside it."""
     methods = Path(workflow.basedir, "peftlab/methods")
-    name = config["methods"][method_entry]["method"]
+    name = method_entry(method)["method"]
     shared = [p for p in methods.glob("*.py")]
     return [*shared, methods / name] if (methods / name).exists() else shared
 
 
 def task_model(task):
-    return config["tasks"][task]["base_model"]
+    return task_entry(task)["base_model"]
 
 
 def model_spec(model):
@@ -66,7 +77,7 @@ def is_built(model):
 
 
 def shards_of(task):
-    return f"results/{STUDY}/shards/{task_model(task)}/{task}/manifest.json"
+    return f"results/{STUDY}/shards/{task_model(task)}/{grid.base_name(task)}/manifest.json"
 
 
 def base_model_dir(model):

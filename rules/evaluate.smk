@@ -1,20 +1,34 @@
-# Test-set translation and sacrebleu scores for every trained run.
+# Test-set scores for every trained run (BLEU/chrF/TER, or accuracy/F1/OOD), and forgetting: CKA
+# against the base model, and for a built MT model its quality on its pretraining pairs.
+
+
+def pretraining_pairs(w):
+    """task -> (corpus dir, source prefix, target language) of the base model's pretraining pairs."""
+    from peftlab.models import source_prefix
+
+    spec = model_spec(task_model(w.task))
+    tasks = spec.get("build", {}).get("pretrain_tasks", []) if task_entry(w.task)["kind"] == "translation" else []
+    return {t: (f"results/{STUDY}/corpora/{t}", source_prefix(spec, config["tasks"][t]),
+                config["tasks"][t]["target_lang"]) for t in tasks}
 
 
 rule evaluate:
     input:
         train="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/train.json",
         method_dir="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/method",
-        corpus="results/{study}/corpora/{task}/manifest.json",
+        corpus=lambda w: f"results/{w.study}/corpora/{grid.base_name(w.task)}/manifest.json",
+        shards=lambda w: ancient(shards_of(w.task)),
+        pretraining=lambda w: [f"{d}/manifest.json" for d, _, _ in pretraining_pairs(w).values()],
     output:
         record="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/eval.json",
-        hypotheses="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/hyp.test.txt",
+        predictions="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/test.predictions.txt",
     params:
         settings=canonical(config["evaluate"]),
         model_path=lambda w: model_path(task_model(w.task)),
         model_spec=lambda w: canonical(model_spec(task_model(w.task))),
-        task=lambda w: canonical(config["tasks"][w.task]),
-        code=fingerprint("peftlab/evaluate.py"),
+        task=lambda w: canonical(task_entry(w.task)),
+        pretraining=pretraining_pairs,
+        code=fingerprint("peftlab/evaluate.py", "peftlab/classify.py", "peftlab/ood.py", "peftlab/forgetting.py"),
     log:
         "logs/{study}/evaluate/{task}/{method}/{budget}/seed{seed}.log",
     threads: THREADS

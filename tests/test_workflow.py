@@ -4,6 +4,7 @@ The repo is copied to a temporary folder so the tests can edit code and configs 
 would and ask Snakemake (a dry run) which jobs that invalidates.
 """
 
+import json
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import yaml
 from conftest import run_snakemake as snakemake
 
 pytestmark = pytest.mark.workflow
+STUDY_LEVEL = {"aggregate", "figures", "all"}  # rerun whenever any run's records change
 
 
 def planned_jobs(workdir: Path, config: dict | None = None) -> list[tuple[str, str]]:
@@ -37,25 +39,54 @@ def finished(local_study) -> Path:
     return local_study
 
 
-def test_the_database_holds_every_run_with_metrics_and_latency(finished):
-    con = duckdb.connect(str(finished / "results" / "results.duckdb"), read_only=True)
-    runs = con.sql("SELECT method, budget, status, trainable_params, total_params FROM runs ORDER BY method").fetchall()
+def db(workdir: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(workdir / "results" / "results.duckdb"), read_only=True)
+
+
+def test_translation_runs_hold_params_scores_forgetting_and_latency(finished):
+    con = db(finished)
+    runs = con.sql("SELECT method, budget, status, trainable_params, total_params FROM runs "
+                   "WHERE task = 'en-de' ORDER BY method").fetchall()
     assert [(r[0], r[1], r[2]) for r in runs] == [
         ("base", "none", "ok"), ("broken", "none", "failed"), ("full", "none", "ok"), ("houlsby", "0.02", "ok"),
-        ("lora", "0.02", "ok")]
+        ("lora", "0.02", "ok"), ("lora-mt", "0.02", "ok")]
     by_method = {r[0]: r for r in runs if r[2] == "ok"}
     assert by_method["base"][3] == 0
     assert by_method["full"][3] == by_method["full"][4]
     for method in ("lora", "houlsby"):  # the solver's realised budget is near the 2% target
         assert 0.01 < by_method[method][3] / by_method[method][4] < 0.04
-    metrics = con.sql("SELECT metric, count(*), min(signature) FROM evaluations GROUP BY metric ORDER BY 1").fetchall()
-    assert [(m, n) for m, n, _ in metrics] == [("bleu", 4), ("chrf", 4), ("ter", 4)]
+    metrics = con.sql("SELECT metric, count(*), min(signature) FROM evaluations WHERE run_id LIKE 'test/en-de/%' "
+                      "AND split = 'test' AND subset IS NULL AND layer IS NULL GROUP BY metric ORDER BY 1").fetchall()
+    assert [(m, n) for m, n, _ in metrics] == [("bleu", 5), ("chrf", 5), ("ter", 5)]
     assert all("version:2." in sig for _, _, sig in metrics)
-    bench = con.sql("SELECT DISTINCT batch_size FROM benchmarks ORDER BY 1").fetchall()
-    assert bench == [(1,), (4,)]
-    comparison = con.sql("SELECT method, chrf, latency_ms_b1 FROM method_comparison WHERE method != 'broken'")
-    comparison = comparison.fetchall()
-    assert len(comparison) == 4 and all(c is not None and lat > 0 for _, c, lat in comparison)
+    retained = con.sql("SELECT count(DISTINCT run_id) FROM evaluations WHERE subset = 'en-fr' AND metric = 'chrf'")
+    assert retained.fetchall() == [(5,)]  # forgetting: every run's quality on the pretraining pair
+    cka = con.sql("SELECT min(value), max(value) FROM evaluations WHERE metric = 'cka' AND run_id LIKE '%/base/%'")
+    assert all(v == pytest.approx(1.0, abs=1e-4) for v in cka.fetchall()[0])  # the base model vs itself
+    bench = con.sql("SELECT DISTINCT task, batch_size FROM benchmarks ORDER BY 1, 2").fetchall()
+    assert bench == [("forward", 1), ("forward", 4), ("generate", 1), ("generate", 4)]
+    comparison = con.sql("SELECT method, chrf, latency_ms_b1 FROM method_comparison "
+                         "WHERE task = 'en-de' AND method != 'broken'").fetchall()
+    assert len(comparison) == 5 and all(c is not None and lat > 0 for _, c, lat in comparison)
+
+
+def test_classification_runs_hold_accuracy_zero_shot_and_ood_metrics(finished):
+    con = db(finished)
+    methods = con.sql("SELECT method FROM runs WHERE task = 'topic' AND status = 'ok' ORDER BY 1").fetchall()
+    assert methods == [("base",), ("full",), ("houlsby",), ("lora",)]  # multi-task methods are MT only
+    accuracy = con.sql("SELECT split, count(*) FROM evaluations WHERE metric = 'accuracy' GROUP BY 1 ORDER BY 1")
+    assert accuracy.fetchall() == [("test", 4), ("test-de", 4)]
+    detectors = con.sql("SELECT DISTINCT detector FROM evaluations WHERE metric = 'ood_auroc' ORDER BY 1").fetchall()
+    assert detectors == [("energy",), ("mahalanobis",), ("max_logit",), ("msp",)]
+    quality = con.sql("SELECT method, quality FROM run_summary WHERE task = 'topic' AND status = 'ok'").fetchall()
+    assert all(0 <= q <= 1 for _, q in quality)
+
+
+def test_a_multitask_run_is_trained_once_and_adopted_per_task(finished):
+    record = json.loads((finished / "results/test/runs/en-de/lora-mt/0.02/seed0/train.json").read_text())
+    assert record["multitask_run"] == "test/multitask/tiny-marian/lora-mt/0.02/seed0"
+    assert record["run_id"] == "test/en-de/lora-mt/0.02/seed0" and record["tasks"] == ["en-de"]
+    assert (finished / "results/test/multitask/tiny-marian/lora-mt/0.02/seed0/method/method.safetensors").exists()
 
 
 def test_a_second_run_has_nothing_to_do(finished):
@@ -66,8 +97,8 @@ def test_changing_loras_learning_rate_reruns_only_lora(finished):
     config = yaml.safe_load((finished / "config" / "test.yaml").read_text())
     config["methods"]["lora"]["train"]["lr"] = 1e-2
     jobs = planned_jobs(finished, config)
-    assert sorted(rule for rule, _ in jobs) == ["aggregate", "benchmark", "evaluate", "train"]
-    assert all("method=lora" in wc for rule, wc in jobs if rule != "aggregate")
+    assert sorted(rule for rule, _ in jobs) == ["aggregate", "all", "benchmark", "evaluate", "figures", "train"]
+    assert all("method=lora" in wc for rule, wc in jobs if rule not in STUDY_LEVEL)
 
 
 def test_editing_the_lora_module_reruns_only_lora(finished):
@@ -79,8 +110,8 @@ def test_editing_the_lora_module_reruns_only_lora(finished):
         jobs = planned_jobs(finished)
     finally:
         target.write_text(original)
-    assert sorted(rule for rule, _ in jobs) == ["aggregate", "benchmark", "evaluate", "train"]
-    assert all("method=lora" in wc for rule, wc in jobs if rule != "aggregate")
+    assert sorted(rule for rule, _ in jobs) == ["aggregate", "all", "benchmark", "evaluate", "figures", "train"]
+    assert all("method=lora" in wc for rule, wc in jobs if rule not in STUDY_LEVEL)
 
 
 def test_editing_evaluation_code_reruns_no_training(finished):
@@ -91,7 +122,7 @@ def test_editing_evaluation_code_reruns_no_training(finished):
         rules = {rule for rule, _ in planned_jobs(finished)}
     finally:
         target.write_text(original)
-    assert rules == {"evaluate", "aggregate"}
+    assert rules == {"evaluate"} | STUDY_LEVEL
 
 
 @pytest.mark.parametrize(
@@ -122,10 +153,12 @@ def test_missing_l10n_package_stops_before_any_job(finished, tmp_path):
 
 
 def test_a_failed_run_is_recorded_with_its_reason_and_does_not_stop_the_study(finished):
-    con = duckdb.connect(str(finished / "results" / "results.duckdb"), read_only=True)
+    con = db(finished)
     error, log_path, eval_status, bench_status = con.sql(
-        "SELECT error, log_path, eval_status, bench_status FROM runs WHERE method = 'broken'").fetchall()[0]
+        "SELECT error, log_path, eval_status, bench_status FROM runs WHERE method = 'broken' AND task = 'en-de'"
+    ).fetchall()[0]
     assert "fewer than one batch" in error
     assert log_path.endswith("train/en-de/broken/none/seed0.log") and (finished / log_path).exists()
     assert (eval_status, bench_status) == ("skipped", "skipped")
     assert con.sql("SELECT count(*) FROM evaluations WHERE run_id LIKE '%/broken/%'").fetchall() == [(0,)]
+    assert con.sql("SELECT count(*) FROM runs WHERE method = 'broken'").fetchall() == [(2,)]  # both tasks

@@ -15,5 +15,6 @@ if reason := upstream_failure(Path(sm.input.train)):
 else:
     with failure_recorded(Path(sm.output.record), {"run_id": run_id}, Path(sm.log[0])):
         benchmark_run(run_id, model_path=sm.params.model_path, model_spec=sm.params.model_spec, task=sm.params.task,
-                      corpus_dir=Path(sm.input.corpus).parent, method_dir=Path(sm.input.method_dir),
+                      corpus_dir=Path(sm.input.corpus).parent, shard_dir=Path(sm.input.shards).parent,
+                      method_dir=Path(sm.input.method_dir),
                       record_path=Path(sm.output.record), settings=sm.params.settings)

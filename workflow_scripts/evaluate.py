@@ -9,14 +9,16 @@ from peftlab.evaluate import evaluate_run  # noqa: E402
 from peftlab.runs import failure_recorded, upstream_failure  # noqa: E402
 
 sm = snakemake  # noqa: F821
-run_id = json.loads(Path(sm.input.train).read_text())["run_id"]
-identity = {"run_id": run_id, "split": "test"}
-write_text("", Path(sm.output.hypotheses))  # replaced by the hypotheses when evaluation runs
+train_record = json.loads(Path(sm.input.train).read_text())
+identity = {"run_id": train_record["run_id"], "split": "test"}
+write_text("", Path(sm.output.predictions))  # replaced by the predictions when evaluation runs
 if reason := upstream_failure(Path(sm.input.train)):
     write_json({**identity, "status": "skipped", "error": reason}, Path(sm.output.record))
 else:
     with failure_recorded(Path(sm.output.record), identity, Path(sm.log[0])):
-        evaluate_run(run_id, model_path=sm.params.model_path, model_spec=sm.params.model_spec, task=sm.params.task,
-                     corpus_dir=Path(sm.input.corpus).parent, method_dir=Path(sm.input.method_dir),
-                     record_path=Path(sm.output.record), hypotheses_path=Path(sm.output.hypotheses),
-                     settings=sm.params.settings)
+        evaluate_run(train_record["run_id"], model_path=sm.params.model_path, model_spec=sm.params.model_spec,
+                     task=sm.params.task, corpus_dir=Path(sm.input.corpus).parent,
+                     shard_dir=Path(sm.input.shards).parent, method_dir=Path(sm.input.method_dir),
+                     record_path=Path(sm.output.record), predictions_path=Path(sm.output.predictions),
+                     settings=sm.params.settings, train_size=train_record.get("train_size"),
+                     pretraining={t: (Path(d), p, lang) for t, (d, p, lang) in sm.params.pretraining.items()})

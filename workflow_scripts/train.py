@@ -4,15 +4,19 @@ from pathlib import Path
 from _setup import start
 
 start(snakemake)  # noqa: F821
-from peftlab.runs import failure_recorded, train_run  # noqa: E402
+from peftlab.runs import adopt_shared_training, failure_recorded, train_run  # noqa: E402
 
 sm = snakemake  # noqa: F821
-shard_dir = Path(sm.input.shards).parent
-manifest = json.loads((shard_dir / "manifest.json").read_text())
-run = {**sm.params.run, "code_fingerprint": sm.params.code, "data_manifest_sha256": manifest["corpus_sha256"]}
+shard_dirs = [Path(s).parent for s in sm.input.shards]
+manifests = [json.loads((d / "manifest.json").read_text())["corpus_sha256"] for d in shard_dirs]
+run = {**sm.params.run, "code_fingerprint": sm.params.code, "data_manifest_sha256": "+".join(manifests) or None}
 Path(sm.output.method_dir).mkdir(parents=True, exist_ok=True)  # exists even when the run fails
-with failure_recorded(Path(sm.output.record), {k: run[k] for k in ("run_id", "study", "task", "method", "budget",
-                                                                   "seed", "code_fingerprint")}, Path(sm.log[0])):
-    train_run(run, model_path=sm.params.model_path, model_spec=sm.params.model_spec, task=sm.params.task,
-              shard_dir=shard_dir, method_dir=Path(sm.output.method_dir), record_path=Path(sm.output.record),
-              checkpoint_dir=Path(sm.params.checkpoints), log_path=Path(sm.params.curve))
+identity = {k: run[k] for k in ("run_id", "study", "task", "method", "budget", "seed", "code_fingerprint")}
+with failure_recorded(Path(sm.output.record), identity, Path(sm.log[0])):
+    if sm.input.shared:  # a multi-task method: this task adopts the model trained on all tasks
+        adopt_shared_training(Path(sm.input.shared[0]), Path(sm.input.shared[0]).parent / "method", run,
+                              record_path=Path(sm.output.record), method_dir=Path(sm.output.method_dir))
+    else:
+        train_run(run, model_path=sm.params.model_path, model_spec=sm.params.model_spec, task=sm.params.task,
+                  shard_dirs=shard_dirs, method_dir=Path(sm.output.method_dir), record_path=Path(sm.output.record),
+                  checkpoint_dir=Path(sm.params.checkpoints), log_path=Path(sm.params.curve))

@@ -144,6 +144,7 @@ SELECT study, task, budget, method,
     round(avg(trainable_params))::BIGINT AS trainable_params,
     avg(realised_fraction) AS realised_fraction,
     avg(bleu) AS bleu, avg(chrf) AS chrf, avg(ter) AS ter,
+    avg(accuracy) AS accuracy, avg(macro_f1) AS macro_f1,
     avg(latency_ms_b1) AS latency_ms_b1, avg(latency_ms_b16) AS latency_ms_b16
 FROM run_summary
 GROUP BY study, task, budget, method
