@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean report
 
 setup: $(VENV)/.installed
 
@@ -29,3 +29,7 @@ lint: setup
 
 clean:
 	rm -rf results logs .snakemake
+
+report: setup
+	PATH=$(abspath $(BIN)):$$PATH snakemake --report report.html
+	@echo "open report.html in a browser"

@@ -22,6 +22,7 @@ Methods without a size knob (base, full, bitfit, lntuning, ia3) run once, not on
 from . import (  # noqa: F401
     base,
     bitfit,
+    coda,
     compacter,
     full,
     houlsby,
@@ -31,6 +32,7 @@ from . import (  # noqa: F401
     parallel,
     pfeiffer,
     prefix,
+    sparse,
 )
 from .budget import BudgetSolution, solve_budget
 from .core import (

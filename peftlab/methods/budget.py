@@ -55,7 +55,9 @@ def solve_budget(
 
     def count(i: int) -> int:
         if i not in counts:
-            counts[i] = counter.trainable(proto.replace(**{spec.knob: knobs[i]}))
+            probe = proto.replace(**{spec.knob: knobs[i]})
+            # a config may be sized as another method and then changed (SparseAdapter prunes the dense adapter)
+            counts[i] = counter.trainable(getattr(probe, "sizing_config", lambda: probe)())
         return counts[i]
 
     lo, hi = 0, len(knobs) - 1
@@ -86,8 +88,9 @@ def solve_budget(
                 lo = guess - 1
     best = min((lo, hi), key=lambda i: (abs(count(i) - target), i))
     cfg = proto.replace(**{spec.knob: knobs[best]})
-    realised = count(best) / total
-    return BudgetSolution(cfg, count(best), total, realised, (realised - budget) / budget)
+    trainable = counter.trainable(cfg)  # what the chosen config trains (below count(best) for a pruned one)
+    realised = trainable / total
+    return BudgetSolution(cfg, trainable, total, realised, (realised - budget) / budget)
 
 
 # (model class, model config, method config) -> trainable count; counts depend on nothing else when the

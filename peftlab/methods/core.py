@@ -79,12 +79,25 @@ def count_parameters(model: nn.Module) -> ParamCount:
         head_own |= {id(p) for p in own.parameters()}
     added = {id(p) for p in added_parameters(model)}
     backbone = [p for i, p in params.items() if i not in fixed and i not in head_all]
+    pruned = {id(p): p.numel() - int(keep.sum()) for p, keep in fixed_masks(model)}  # removed, not trained
     return ParamCount(
-        trainable=sum(p.numel() for p in backbone if p.requires_grad),
+        trainable=sum(p.numel() - pruned.get(id(p), 0) for p in backbone if p.requires_grad),
         total=sum(p.numel() for p in backbone if id(p) not in added),
         head=sum(params[i].numel() for i in head_own),
-        added=sum(params[i].numel() for i in added),
+        added=sum(params[i].numel() - pruned.get(i, 0) for i in added),
     )
+
+
+def fixed_masks(model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """(parameter, boolean keep-mask) pairs of methods that hold some entries of their parameters at zero
+    (SparseAdapter). Modules declare them with a `fixed_masks()` method; the masked entries count as removed,
+    and the masks (persistent buffers) are saved and loaded with the method's weights."""
+    return [pair for m in model.modules() if callable(getattr(m, "fixed_masks", None)) for pair in m.fixed_masks()]
+
+
+def _mask_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    ids = {id(keep) for _, keep in fixed_masks(model)}
+    return {name: b for name, b in model.named_buffers() if id(b) in ids}
 
 
 def _has_wrappers(model: nn.Module) -> bool:
@@ -122,7 +135,7 @@ def save_method(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous().cpu() for k, v in trainable_state_dict(model).items()}
+    state = {k: v.contiguous().cpu() for k, v in (trainable_state_dict(model) | _mask_buffers(model)).items()}
     config = cfg.to_dict() | {"peftlab_version": __version__}
     # write then rename, so a reader never sees a half-written file
     save_file(state, out / (WEIGHTS_NAME + ".tmp"), metadata={"method": cfg.method})
@@ -141,8 +154,9 @@ def load_method(base_model: nn.Module, out_dir: str | os.PathLike) -> nn.Module:
     options.pop("peftlab_version", None)
     model = apply_method(base_model, make_method_config(name, options))
     state = load_file(out / WEIGHTS_NAME)
-    params = dict(model.named_parameters())
-    expected = set(trainable_state_dict(model))
+    masks = _mask_buffers(model)
+    params = dict(model.named_parameters()) | masks
+    expected = set(trainable_state_dict(model)) | set(masks)
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         raise MethodError(
