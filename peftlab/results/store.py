@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from .schema import TABLES, VIEWS
+from .schema import STUDY_TABLES, TABLES, VIEWS
 
 RECORD_FILES = ("train.json", "eval.json", "bench.json")
 _CURVE_KEYS = ("step", "train_loss", "dev_loss", "lr", "elapsed_s")
@@ -44,6 +44,22 @@ def aggregate(run_dirs: Iterable[Path | str], db_path: Path | str) -> dict[str, 
     run_ids = frames["runs"]["run_id"]
     if run_ids.duplicated().any():
         raise ValueError(f"run_ids loaded twice: {sorted(set(run_ids[run_ids.duplicated()]))}")
+    with updating(db_path) as con:
+        con.register("_loaded_ids", frames["runs"][["run_id"]])
+        for table in TABLES:
+            con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM _loaded_ids)")
+            con.register("_frame", frames[table])
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _frame")
+            con.unregister("_frame")
+    return {table: len(frame) for table, frame in frames.items()}
+
+
+@contextmanager
+def updating(db_path: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to a copy of `db_path` (schema and views created) inside one transaction; on a clean
+    exit the copy is committed, checkpointed, fsynced and moved over the original, so readers never see a
+    half-written file and a crash leaves the original untouched. One writer at a time (a lock file)."""
+    db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with _writer_lock(db_path):
         for stale in db_path.parent.glob(f".{db_path.name}.tmp*"):  # from a writer that was killed
@@ -58,12 +74,7 @@ def aggregate(run_dirs: Iterable[Path | str], db_path: Path | str) -> dict[str, 
             try:
                 con.execute("BEGIN")
                 _create_schema(con)
-                con.register("_loaded_ids", frames["runs"][["run_id"]])
-                for table in TABLES:
-                    con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM _loaded_ids)")
-                    con.register("_frame", frames[table])
-                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _frame")
-                    con.unregister("_frame")
+                yield con
                 con.execute("COMMIT")
                 con.execute("CHECKPOINT")  # everything in the main file, no WAL to carry along
             finally:
@@ -75,7 +86,6 @@ def aggregate(run_dirs: Iterable[Path | str], db_path: Path | str) -> dict[str, 
         finally:
             for leftover in (tmp, Path(f"{tmp}.wal")):
                 leftover.unlink(missing_ok=True)
-    return {table: len(frame) for table, frame in frames.items()}
 
 
 def connect_readonly(db_path: Path | str) -> duckdb.DuckDBPyConnection:
@@ -93,7 +103,7 @@ def find_run_dirs(root: Path | str) -> list[Path]:
 
 
 def _create_schema(con: duckdb.DuckDBPyConnection) -> None:
-    for table, (comment, columns) in TABLES.items():
+    for table, (comment, columns) in {**TABLES, **STUDY_TABLES}.items():
         cols = ", ".join(f"{c} {t}" for c, t, _ in columns)
         key = ", PRIMARY KEY (run_id)" if table == "runs" else ""
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols}{key})")
@@ -219,8 +229,9 @@ def _frames(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
         rows["runs"].append(run)
         for m in (ev or {}).get("metrics") or []:
             row = {k: m.get(k) for k in _METRIC_KEYS}
-            row.update(run_id=run_id, split=ev.get("split"), n_examples=ev.get("n_examples"),
-                       extra=_extra(m, _METRIC_SET))
+            # A metric row may name its own split (zero-shot test-<lang>, ood) and size; else the record's.
+            row.update(run_id=run_id, split=m.get("split") or ev.get("split"),
+                       n_examples=m.get("n", ev.get("n_examples")), extra=_extra(m, _METRIC_SET | {"split", "n"}))
             if row["layer"] is not None:  # ints and names share one column
                 row["layer"] = str(row["layer"])
             rows["evaluations"].append(row)
