@@ -37,5 +37,7 @@ rule pretrain_base:
     # Nothing else can run until the base model exists: ask for every core (Snakemake caps a
     # rule's threads at --cores; the SLURM profile sets its own number).
     threads: 1024
+    # It gates every MT run: schedule it before jobs that can wait.
+    priority: 10
     script:
         "../workflow_scripts/pretrain_base.py"
