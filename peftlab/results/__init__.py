@@ -14,12 +14,17 @@ Tables (every column carries a COMMENT; list them with
 - benchmarks: run_id, task (generate | forward), batch_size, seq_len, new_tokens, latency percentiles,
   throughput, peak memory, warmup, repeats, device, threads.
 Views (schema.VIEWS; adding one is one SQL string): run_summary, method_comparison,
-quality_vs_budget, pareto, training_cost, seed_spread.
+quality_vs_budget, pareto, training_cost, seed_spread, run_metrics (every measurement, long format) and
+reproduction (a paper's claims beside what its study measured).
+
+Per study: paper_claims, loaded by `load_expectations(db, study, "config/studies/<study>.expected.yaml")`
+(the format is in claims.py).
 """
 
+from .claims import ExpectationsError, load_expectations, read_expectations
 from .report import format_table, markdown_tables, write_plots
-from .schema import TABLES, VIEWS
+from .schema import STUDY_TABLES, TABLES, VIEWS
 from .store import aggregate, connect_readonly, find_run_dirs
 
-__all__ = ["TABLES", "VIEWS", "aggregate", "connect_readonly", "find_run_dirs", "format_table",
-           "markdown_tables", "write_plots"]
+__all__ = ["STUDY_TABLES", "TABLES", "VIEWS", "ExpectationsError", "aggregate", "connect_readonly", "find_run_dirs",
+           "format_table", "load_expectations", "markdown_tables", "read_expectations", "write_plots"]

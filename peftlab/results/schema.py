@@ -1,7 +1,8 @@
 """Tables and views of results.duckdb, each column documented once (the text becomes a DuckDB COMMENT).
 
 Adding a view is one entry in VIEWS; adding a column is one entry in TABLES (existing files gain it
-on the next aggregate, as NULL for old rows).
+on the next aggregate, as NULL for old rows). STUDY_TABLES hold what is known per study rather than per
+run (the paper's claims a study sets out to reproduce); aggregate creates them but never writes them.
 """
 
 # name -> (table comment, [(column, type, comment), ...]); every table has run_id first.
@@ -93,6 +94,41 @@ TABLES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ("throughput_items_per_s", "DOUBLE", "items (sequences) per second"),
         ("peak_memory_mb", "DOUBLE", "peak inference memory, MB"),
         ("extra", "JSON", "any other keys of the measurement"),
+    ]),
+}
+
+# name -> (table comment, [(column, type, comment), ...]); keyed by study, loaded by load_expectations.
+STUDY_TABLES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
+    "paper_claims": ("Headline figures of the paper a study reproduces, one row per claim, from "
+                     "config/studies/<study>.expected.yaml (peftlab.results.load_expectations).", [
+        ("study", "VARCHAR", "study (config) name the claims belong to"),
+        ("claim_id", "VARCHAR", "short identifier of the claim, unique within the study"),
+        ("position", "INTEGER", "order of the claim in the expectations file"),
+        ("claim", "VARCHAR", "what the paper says, in words"),
+        ("paper", "VARCHAR", "the paper (authors, year, title, venue)"),
+        ("source", "VARCHAR", "where in the paper the figure is (abstract, table, figure)"),
+        ("note", "VARCHAR", "how the comparison differs from the paper's setting, if it does"),
+        ("metric", "VARCHAR", "run_metrics.metric compared; NULL when this study cannot measure the claim"),
+        ("scale", "DOUBLE", "measured values (and differences) are multiplied by this, e.g. 100 for points"),
+        ("subset", "VARCHAR", "test subset pattern (zero-shot language, retained pair); NULL: the headline test set"),
+        ("subset_re", "VARCHAR", "subset as a regular expression"),
+        ("detector", "VARCHAR", "OOD detector of ood_* metrics, e.g. msp"),
+        ("statistic", "VARCHAR", "value (mean of runs) | difference (runs - baseline) | ratio (runs / baseline)"),
+        ("comparison", "VARCHAR", "the selections compared, in words"),
+        ("runs_task_re", "VARCHAR", "tasks of the claim's runs (regular expression)"),
+        ("runs_method_re", "VARCHAR", "method entries of the claim's runs (regular expression)"),
+        ("runs_budget_re", "VARCHAR", "budgets of the claim's runs (regular expression)"),
+        ("runs_pick", "VARCHAR", "per task: mean over configurations | best_dev (lowest dev loss) | spread (std)"),
+        ("baseline_task_re", "VARCHAR", "tasks of the baseline; NULL: the runs' tasks, paired task by task"),
+        ("baseline_method_re", "VARCHAR", "method entries of the baseline (regular expression)"),
+        ("baseline_budget_re", "VARCHAR", "budgets of the baseline (regular expression)"),
+        ("baseline_pick", "VARCHAR", "per task: mean | best_dev | spread, as runs_pick"),
+        ("expected", "DOUBLE", "the paper's figure, on the scale of `measured`"),
+        ("tolerance", "DOUBLE", "agreement band around expected"),
+        ("low", "DOUBLE", "lowest measured value that agrees (NULL: unbounded)"),
+        ("high", "DOUBLE", "highest measured value that agrees (NULL: unbounded)"),
+        ("expectations_file", "VARCHAR", "file the claim was loaded from"),
+        ("loaded_at", "TIMESTAMP", "when the claim was loaded, UTC"),
     ]),
 }
 
@@ -232,6 +268,140 @@ GROUP BY r.study, r.task, r.method, r.budget, e.split, e.metric, e.detector, e.l
 ORDER BY ALL
 """
 
+# Every measurement of every ok run in one long table, the vocabulary of paper_claims.metric:
+# - test-split evaluation metrics (bleu, chrf, ter, accuracy, macro_f1, ood_auroc, ood_fpr95, ...) with
+#   their subset (zero-shot language, retained pretraining pair; NULL for the headline test set and for OOD
+#   rows) and detector; per-layer rows are summarised as cka_mean;
+# - <metric>_vs_full: the same minus the run of method entry `full` with the same task and seed;
+# - run-level figures: wall_time_s, time_per_step_s, tokens_per_s, time_to_best_s, train_peak_memory_mb,
+#   steps, trainable_params, realised_fraction, latency_ms_b1, latency_ms_b16.
+# dev_rank orders runs by their best dev score, lower is better (dev losses as they are).
+_RUN_METRICS = """
+WITH ok AS (
+    SELECT s.run_id, s.study, s.task, s.method, s.budget, s.seed,
+        CASE WHEN r.dev_metric IS NULL OR r.dev_metric LIKE '%loss%' THEN r.best_dev_score
+             ELSE -r.best_dev_score END AS dev_rank,
+        s.wall_time_s, r.time_per_step_s, r.tokens_per_s, s.time_to_best_s, s.train_peak_memory_mb, s.steps,
+        s.trainable_params, s.realised_fraction, s.latency_ms_b1, s.latency_ms_b16
+    FROM run_summary s JOIN runs r USING (run_id)
+    WHERE s.status = 'ok'
+), ev AS (
+    SELECT o.run_id, o.study, o.task, o.method, o.budget, o.seed, o.dev_rank, e.metric,
+        CASE WHEN starts_with(e.metric, 'ood_') THEN NULL ELSE e.subset END AS subset, e.detector, e.value
+    FROM ok o JOIN evaluations e USING (run_id)
+    WHERE e.split = 'test' AND e.layer IS NULL
+), cka AS (
+    SELECT o.run_id, o.study, o.task, o.method, o.budget, o.seed, o.dev_rank, 'cka_mean' AS metric,
+        NULL::VARCHAR AS subset, NULL::VARCHAR AS detector, avg(e.value) AS value
+    FROM ok o JOIN evaluations e USING (run_id)
+    WHERE e.metric = 'cka' AND e.layer IS NOT NULL
+    GROUP BY ALL
+), run_level AS (
+    UNPIVOT (
+        SELECT run_id, study, task, method, budget, seed, dev_rank,
+            wall_time_s::DOUBLE AS wall_time_s, time_per_step_s::DOUBLE AS time_per_step_s,
+            tokens_per_s::DOUBLE AS tokens_per_s, time_to_best_s::DOUBLE AS time_to_best_s,
+            train_peak_memory_mb::DOUBLE AS train_peak_memory_mb, steps::DOUBLE AS steps,
+            trainable_params::DOUBLE AS trainable_params, realised_fraction::DOUBLE AS realised_fraction,
+            latency_ms_b1::DOUBLE AS latency_ms_b1, latency_ms_b16::DOUBLE AS latency_ms_b16
+        FROM ok)
+    ON wall_time_s, time_per_step_s, tokens_per_s, time_to_best_s, train_peak_memory_mb, steps,
+        trainable_params, realised_fraction, latency_ms_b1, latency_ms_b16
+    INTO NAME metric VALUE value
+), measured AS (
+    SELECT * FROM ev
+    UNION ALL SELECT * FROM cka
+    UNION ALL SELECT run_id, study, task, method, budget, seed, dev_rank, metric, NULL, NULL, value FROM run_level
+)
+SELECT * FROM measured
+UNION ALL
+SELECT m.run_id, m.study, m.task, m.method, m.budget, m.seed, m.dev_rank, m.metric || '_vs_full',
+    m.subset, m.detector, m.value - f.value
+FROM ev m JOIN ev f ON f.study = m.study AND f.task = m.task AND f.seed = m.seed AND f.method = 'full'
+    AND f.metric = m.metric AND f.subset IS NOT DISTINCT FROM m.subset
+    AND f.detector IS NOT DISTINCT FROM m.detector
+"""
+
+# One row per paper claim: what the study measured beside what the paper reports, and whether they agree.
+# Each side (runs, baseline) is reduced per task: runs of one configuration (task, method, budget) are
+# averaged over seeds, then the configurations matching the side are combined by its pick (mean, best_dev:
+# the one with the lowest dev loss, spread: their standard deviation). Across tasks: value = mean of the
+# runs side; difference and ratio pair the two sides task by task when the baseline names no tasks of its
+# own (ratios as a geometric mean), else compare the two sides' means. `scale` applies to value and
+# difference. status: agrees (measured within [low, high]), disagrees, not measured (no runs yet),
+# no figure (the paper gives no number), not measurable here (the study cannot measure the claim).
+_REPRODUCTION = """
+WITH sides AS (
+    SELECT c.study, c.claim_id, c.metric, c.subset_re, c.detector, s.side,
+        CASE s.side WHEN 'runs' THEN c.runs_task_re ELSE coalesce(c.baseline_task_re, c.runs_task_re) END AS task_re,
+        CASE s.side WHEN 'runs' THEN c.runs_method_re ELSE c.baseline_method_re END AS method_re,
+        CASE s.side WHEN 'runs' THEN c.runs_budget_re ELSE c.baseline_budget_re END AS budget_re,
+        CASE s.side WHEN 'runs' THEN c.runs_pick ELSE c.baseline_pick END AS pick
+    FROM paper_claims c CROSS JOIN (VALUES ('runs'), ('baseline')) s(side)
+    WHERE c.metric IS NOT NULL AND (s.side = 'runs' OR c.statistic <> 'value')
+), configs AS (
+    SELECT s.study, s.claim_id, s.side, s.pick, m.task, m.method, m.budget,
+        avg(m.value) AS value, avg(m.dev_rank) AS dev_rank, count(*) AS n_runs
+    FROM sides s JOIN run_metrics m ON m.study = s.study AND m.metric = s.metric
+        AND regexp_full_match(m.task, s.task_re) AND regexp_full_match(m.method, s.method_re)
+        AND regexp_full_match(m.budget, s.budget_re)
+        AND (CASE WHEN s.subset_re IS NULL THEN m.subset IS NULL
+                  ELSE m.subset IS NOT NULL AND regexp_full_match(m.subset, s.subset_re) END)
+        AND m.detector IS NOT DISTINCT FROM s.detector
+    GROUP BY ALL
+), per_task AS (
+    SELECT study, claim_id, side, task,
+        CASE any_value(pick) WHEN 'best_dev' THEN arg_min(value, dev_rank)
+                             WHEN 'spread' THEN stddev_samp(value)
+                             ELSE avg(value) END AS value,
+        sum(n_runs) AS n_runs
+    FROM configs GROUP BY study, claim_id, side, task
+), runs_side AS (
+    SELECT * FROM per_task WHERE side = 'runs' AND value IS NOT NULL
+), base_side AS (
+    SELECT * FROM per_task WHERE side = 'baseline' AND value IS NOT NULL
+), paired AS (
+    SELECT r.study, r.claim_id, count(*) AS n_tasks, sum(r.n_runs) AS n_runs, sum(b.n_runs) AS n_baseline_runs,
+        avg(r.value - b.value) AS difference,
+        exp(avg(ln(r.value / b.value)) FILTER (WHERE r.value > 0 AND b.value > 0)) AS ratio
+    FROM runs_side r JOIN base_side b USING (study, claim_id, task)
+    GROUP BY r.study, r.claim_id
+), runs_agg AS (
+    SELECT study, claim_id, count(*) AS n_tasks, sum(n_runs) AS n_runs, avg(value) AS value
+    FROM runs_side GROUP BY study, claim_id
+), base_agg AS (
+    SELECT study, claim_id, count(*) AS n_tasks, sum(n_runs) AS n_runs, avg(value) AS value
+    FROM base_side GROUP BY study, claim_id
+), m AS (
+    SELECT c.study, c.claim_id,
+        CASE WHEN c.statistic = 'value' THEN r.value * c.scale
+             WHEN c.baseline_task_re IS NULL AND c.statistic = 'difference' THEN p.difference * c.scale
+             WHEN c.baseline_task_re IS NULL THEN p.ratio
+             WHEN c.statistic = 'difference' THEN (r.value - b.value) * c.scale
+             ELSE r.value / nullif(b.value, 0) END AS measured,
+        CASE WHEN c.statistic <> 'value' AND c.baseline_task_re IS NULL THEN p.n_tasks ELSE r.n_tasks END AS n_tasks,
+        CASE WHEN c.statistic <> 'value' AND c.baseline_task_re IS NULL THEN p.n_runs ELSE r.n_runs END AS n_runs,
+        CASE WHEN c.statistic = 'value' THEN NULL
+             WHEN c.baseline_task_re IS NULL THEN p.n_baseline_runs ELSE b.n_runs END AS n_baseline_runs
+    FROM paper_claims c
+    LEFT JOIN paired p USING (study, claim_id)
+    LEFT JOIN runs_agg r USING (study, claim_id)
+    LEFT JOIN base_agg b USING (study, claim_id)
+)
+SELECT c.study, c.claim_id, c.claim, c.metric, c.subset, c.detector, c.statistic, c.comparison,
+    c.expected, c.low, c.high, m.measured, m.measured - c.expected AS gap,
+    CASE WHEN c.metric IS NULL THEN 'not measurable here'
+         WHEN m.measured IS NULL THEN 'not measured'
+         WHEN c.low IS NULL AND c.high IS NULL THEN 'no figure'
+         WHEN m.measured >= coalesce(c.low, m.measured) AND m.measured <= coalesce(c.high, m.measured)
+             THEN 'agrees'
+         ELSE 'disagrees' END AS status,
+    coalesce(m.n_tasks, 0) AS n_tasks, coalesce(m.n_runs, 0) AS n_runs, m.n_baseline_runs,
+    c.source, c.note, c.paper
+FROM paper_claims c JOIN m USING (study, claim_id)
+ORDER BY c.study, c.position
+"""
+
 # name -> (comment, SQL); created in this order, so a view may use the ones above it.
 VIEWS: dict[str, tuple[str, str]] = {
     "run_summary": ("One row per run: test BLEU/chrF/TER/accuracy/macro-F1, the task's quality metric "
@@ -246,7 +416,12 @@ VIEWS: dict[str, tuple[str, str]] = {
                       "peak memory over ok seeds.", _TRAINING_COST),
     "seed_spread": ("Per (study, task, method, budget, split, metric, detector, layer, subset): mean, "
                     "std, min, max over seeds.", _SEED_SPREAD),
+    "run_metrics": ("Every measurement of every ok run, long format (run_id, metric, subset, detector, "
+                    "value): test metrics, <metric>_vs_full, cka_mean, training cost and latency.", _RUN_METRICS),
+    "reproduction": ("Per paper claim (paper_claims): the study's measured figure beside the paper's, and "
+                     "whether it agrees, disagrees or is not measured yet.", _REPRODUCTION),
 }
 
 # The views `peftlab tables` prints by default, in order (run_summary has a row per run: too long).
-REPORT_VIEWS = ("method_comparison", "quality_vs_budget", "pareto", "training_cost", "seed_spread")
+REPORT_VIEWS = ("method_comparison", "quality_vs_budget", "pareto", "training_cost", "seed_spread",
+                "reproduction")
