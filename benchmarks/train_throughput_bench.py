@@ -24,6 +24,7 @@ Under load from other processes, compare the best runs as well as the medians.
 import argparse
 import contextlib
 import copy
+import functools
 import io
 import json
 import os
@@ -73,11 +74,18 @@ def make_data(work: Path, vocab_size: int, random_ids: bool) -> tuple[list[dict]
     return train_rows, dev_rows, tokenizer
 
 
-def run_peftlab(model, train_rows, dev_rows, cfg: TrainConfig, pad_id: int, work: Path) -> tuple[float, int]:
+def run_peftlab(model, train_rows, dev_rows, cfg: TrainConfig, pad_id: int, work: Path,
+                fused: bool = False) -> tuple[float, int]:
     ckpt = Path(tempfile.mkdtemp(dir=work, prefix="ckpt-"))
-    start = time.perf_counter()
-    result = train(model, train_rows, dev_rows, cfg, pad_id=pad_id, checkpoint_dir=ckpt, run_key="bench")
-    wall = time.perf_counter() - start
+    adamw = torch.optim.AdamW
+    if fused:  # what-if: the same loop with torch's fused AdamW kernel (the Trainer's default)
+        torch.optim.AdamW = functools.partial(adamw, fused=True)
+    try:
+        start = time.perf_counter()
+        result = train(model, train_rows, dev_rows, cfg, pad_id=pad_id, checkpoint_dir=ckpt, run_key="bench")
+        wall = time.perf_counter() - start
+    finally:
+        torch.optim.AdamW = adamw
     tokens = round(result["train"]["tokens_per_s"] * result["train"]["wall_time_s"])
     return wall, tokens
 
@@ -121,6 +129,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for every contender")
     parser.add_argument("--random-ids", action="store_true", help="random token ids of the real lengths")
+    parser.add_argument("--fused-what-if", action="store_true",
+                        help="add peftlab's loop with torch's fused AdamW (not what peftlab does today)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="peftlab-train-bench-"))
@@ -137,10 +147,15 @@ def main() -> None:
         "Seq2SeqTrainer (group_by_length, adamw_torch)": lambda m: run_hf(m, train_rows, cfg, tokenizer, work,
                                                                            group_by_length=True, optim="adamw_torch"),
     }
+    if args.fused_what_if:
+        contenders["what-if: peftlab loop + fused AdamW"] = lambda m: run_peftlab(
+            m, train_rows, dev_rows, cfg, tokenizer.pad_token_id, work, fused=True)
     results: dict[str, list[tuple[float, int]]] = {name: [] for name in contenders}
-    for _ in range(args.repeats):
-        for name, run in contenders.items():
-            results[name].append(run(copy.deepcopy(initial)))
+    names = list(contenders)
+    for i in range(args.repeats):
+        for j in range(len(names)):  # each round starts with the next contender: none is always first or last
+            name = names[(i + j) % len(names)]
+            results[name].append(contenders[name](copy.deepcopy(initial)))
     data = "random ids" if args.random_ids else "l10n en-de"
     print(f"Training throughput on CPU ({args.threads} thread(s)): tiny Marian ({n_params / 1e6:.2f}M parameters), "
           f"{data}: {len(train_rows)} training pairs, batch {args.batch_size}, {args.steps} steps, "
@@ -156,9 +171,13 @@ def main() -> None:
               f"{statistics.median(w for w, _ in runs):>15.2f} | {statistics.median(t for _, t in runs):>14,} |")
     ours = "peftlab.train.train"
     print()
-    for name in list(contenders)[1:]:
+    for name in (n for n in names if n.startswith("Seq2SeqTrainer")):
         print(f"ratio peftlab / {name}: {rates[ours] / rates[name]:.2f}x median, {best[ours] / best[name]:.2f}x best"
               "  (target: >= 1.0)")
+    what_if = "what-if: peftlab loop + fused AdamW"
+    if what_if in rates:
+        print(f"what-if, fused AdamW in peftlab's loop: {rates[what_if] / rates[ours]:.2f}x median, "
+              f"{best[what_if] / best[ours]:.2f}x best of peftlab today")
 
 
 if __name__ == "__main__":

@@ -170,3 +170,15 @@ def test_glob_patterns_match_run_names_in_duckdb():
         regex = glob_regex(list(pattern) if isinstance(pattern, tuple) else pattern)
         got = [n for n in names if con.execute("SELECT regexp_full_match(?, ?)", [n, regex]).fetchone()[0]]
         assert got == expected, pattern
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parent.parent.glob("config/studies/*.expected.yaml")),
+                         ids=lambda p: p.name.removesuffix(".expected.yaml"))
+def test_every_studys_expectations_load_before_any_run(tmp_path, path):
+    """A study's figures load into a database without runs yet: every claim shows up, none measured."""
+    study = path.name.removesuffix(".expected.yaml")
+    db = tmp_path / "results.duckdb"
+    n = load_expectations(db, study, path)
+    got = reproduction(db)
+    assert len(got) == n == len(yaml.safe_load(path.read_text())["claims"])
+    assert set(got["status"]) <= {"not measured", "not measurable here"}
