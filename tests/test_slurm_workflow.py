@@ -1,5 +1,6 @@
 """The test study through profiles/slurm on a live SLURM: same runs and metrics as a local run, then a no-op."""
 
+import re
 from pathlib import Path
 
 import duckdb
@@ -33,7 +34,8 @@ def test_every_job_ran_as_a_slurm_job(slurm_study):
     assert all(job["State"] == "COMPLETED" for job in jobs), [(j["JobID"], j["State"]) for j in jobs]
     train = [job for job in jobs if job["Comment"].startswith("rule_train")]
     assert train and all(job["Partition"] == "gpu" for job in train)
-    assert "sbatch" in log or "Submitted" in log  # the executor reports each submission
+    submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", log)  # the plugin's report per sbatch
+    assert sorted(submitted, key=int) == sorted((job["JobID"] for job in jobs), key=int)
 
 
 def test_the_database_matches_a_local_run(slurm_study, local_study):
