@@ -1,16 +1,20 @@
 # All run records of the study into results/results.duckdb. The database is shared by every study,
 # so it is not a declared output (Snakemake would delete it, and other studies' rows, before the
-# job); the declared output is this study's aggregation summary.
+# job); the declared output is this study's aggregation summary. A study with the paper's headline
+# figures beside its config (config/studies/<study>.expected.yaml) loads them into paper_claims too.
+EXPECTED = [f"config/studies/{STUDY}.expected.yaml"] if Path(f"config/studies/{STUDY}.expected.yaml").exists() else []
 
 
 rule aggregate:
     input:
         final_outputs(),
+        expected=EXPECTED,
     output:
         "results/{study}/aggregate.json",
     params:
         run_dirs=[run.path for run in RUNS],
         db="results/results.duckdb",
+        study=STUDY,
         code=fingerprint("peftlab/results"),
     log:
         "logs/{study}/aggregate.log",

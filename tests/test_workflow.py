@@ -165,3 +165,31 @@ def test_a_failed_run_is_recorded_with_its_reason_and_does_not_stop_the_study(fi
     assert (eval_status, bench_status) == ("skipped", "skipped")
     assert con.sql("SELECT count(*) FROM evaluations WHERE run_id LIKE '%/broken/%'").fetchall() == [(0,)]
     assert con.sql("SELECT count(*) FROM runs WHERE method = 'broken'").fetchall() == [(2,)]  # both tasks
+
+
+def test_a_studys_expected_figures_reach_the_reproduction_view(finished):
+    """config/studies/<study>.expected.yaml beside a study is loaded by aggregation (which alone reruns), and
+    the view measures the claim from the runs; without the file the study's claims are gone again."""
+    expected = finished / "config" / "studies" / "test.expected.yaml"
+    with db(finished) as con:
+        n_runs_before = con.execute("SELECT count(*) FROM runs WHERE study = 'test'").fetchall()[0][0]
+    expected.write_text(yaml.safe_dump({"study": "test", "paper": "the test study", "claims": [
+        {"id": "lora-beats-base", "claim": "LoRA adds chrF on en-de.", "metric": "chrf",
+         "runs": {"task": "en-de", "method": "lora"}, "baseline": {"method": "base"}, "min": 0.0}]}))
+    try:
+        assert {rule for rule, _ in planned_jobs(finished)} == STUDY_LEVEL
+        snakemake(finished)
+        con = db(finished)
+        measured, status, n_runs = con.execute("SELECT measured, status, n_runs FROM reproduction "
+                                               "WHERE study = 'test' AND claim_id = 'lora-beats-base'").fetchall()[0]
+        chrf = dict(con.sql("SELECT method, value FROM evaluations JOIN runs USING (run_id) WHERE task = 'en-de' "
+                            "AND metric = 'chrf' AND split = 'test' AND subset IS NULL AND layer IS NULL").fetchall())
+        con.close()
+        assert measured == pytest.approx(chrf["lora"] - chrf["base"]) and n_runs == 1
+        assert status == ("agrees" if measured >= 0 else "disagrees")
+    finally:
+        expected.unlink()
+    snakemake(finished)
+    con = db(finished)
+    assert con.execute("SELECT count(*) FROM paper_claims WHERE study = 'test'").fetchall() == [(0,)]
+    assert con.execute("SELECT count(*) FROM runs WHERE study = 'test'").fetchall()[0][0] == n_runs_before

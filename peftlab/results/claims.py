@@ -196,12 +196,16 @@ def read_expectations(path: Path | str, study: str | None = None) -> pd.DataFram
     return pd.DataFrame.from_records(rows, columns=columns)
 
 
-def load_expectations(db_path: Path | str, study: str, path: Path | str) -> int:
-    """Replace the study's rows of paper_claims in results.duckdb with the claims of `path`; returns how
-    many. Atomic like aggregate (copy, one transaction, rename), so readers never see a partial update."""
+def load_expectations(db_path: Path | str, study: str, path: Path | str | None) -> int:
+    """Replace the study's rows of paper_claims in results.duckdb with the claims of `path` (none: the study
+    has no expectations file, or no longer has one); returns how many. Atomic like aggregate (copy, one
+    transaction, rename), so readers never see a partial update."""
     from .store import updating
 
-    frame = read_expectations(path, study)
+    if path is None:
+        frame = pd.DataFrame(columns=[c for c, _, _ in STUDY_TABLES["paper_claims"][1]])
+    else:
+        frame = read_expectations(path, study)
     with updating(db_path) as con:
         con.execute("DELETE FROM paper_claims WHERE study = ?", [study])
         con.register("_claims", frame)

@@ -396,7 +396,8 @@ SELECT c.study, c.claim_id, c.claim, c.metric, c.subset, c.detector, c.statistic
          WHEN m.measured >= coalesce(c.low, m.measured) AND m.measured <= coalesce(c.high, m.measured)
              THEN 'agrees'
          ELSE 'disagrees' END AS status,
-    coalesce(m.n_tasks, 0) AS n_tasks, coalesce(m.n_runs, 0) AS n_runs, m.n_baseline_runs,
+    coalesce(m.n_tasks, 0)::BIGINT AS n_tasks, coalesce(m.n_runs, 0)::BIGINT AS n_runs,
+    m.n_baseline_runs::BIGINT AS n_baseline_runs,
     c.source, c.note, c.paper
 FROM paper_claims c JOIN m USING (study, claim_id)
 ORDER BY c.study, c.position

@@ -1,0 +1,247 @@
+"""The paper-scale studies under config/studies/: each validates, expands, keeps its budgets reachable on the real
+architectures, names only runs it has in its expected figures, and dry-runs with snakemake without the hub.
+
+The dry runs (one snakemake process per study, a few at a time, in a copy of the repository) take from ~10 s (a
+few hundred jobs) to ~35 s (4,000 jobs) each; they are marked `workflow` like the other snakemake tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+import transformers as tf
+import yaml
+from conftest import copy_repo
+
+from peftlab import grid
+from peftlab.methods import count_parameters, get_method, make_method_config, solve_budget
+from peftlab.methods.budget import _MetaCounter
+from peftlab.results import read_expectations
+
+REPO = Path(__file__).resolve().parent.parent
+STUDIES = sorted(p for p in (REPO / "config" / "studies").glob("*.yaml") if not p.name.endswith(".expected.yaml"))
+IDS = [p.stem for p in STUDIES]
+# Paper-scale studies: hub models and data, with the paper's figures beside them (<study>.expected.yaml).
+PAPER = [p for p in STUDIES if p.with_name(f"{p.stem}.expected.yaml").exists()]
+PAPER_IDS = [p.stem for p in PAPER]
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+# The hub checkpoints the studies name, as their config.json describes them (shapes only: counted on the meta
+# device). A study naming a model not listed here fails test_every_hub_model_has_a_known_architecture.
+ARCHITECTURES: dict[str, tuple[str, dict]] = {
+    "google-bert/bert-base-uncased": ("bert", dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                                                   num_attention_heads=12, intermediate_size=3072)),
+    "google-bert/bert-large-uncased": ("bert", dict(vocab_size=30522, hidden_size=1024, num_hidden_layers=24,
+                                                    num_attention_heads=16, intermediate_size=4096)),
+    "FacebookAI/xlm-roberta-base": ("xlm-roberta", dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12,
+                                                        num_attention_heads=12, intermediate_size=3072,
+                                                        max_position_embeddings=514, type_vocab_size=1,
+                                                        pad_token_id=1)),
+    "FacebookAI/xlm-roberta-large": ("xlm-roberta", dict(vocab_size=250002, hidden_size=1024, num_hidden_layers=24,
+                                                         num_attention_heads=16, intermediate_size=4096,
+                                                         max_position_embeddings=514, type_vocab_size=1,
+                                                         pad_token_id=1)),
+    # IndicBERT v2 is BERT-base shaped with a ~250k multilingual vocabulary
+    "ai4bharat/IndicBERTv2-MLM-only": ("bert", dict(vocab_size=250000, hidden_size=768, num_hidden_layers=12,
+                                                    num_attention_heads=12, intermediate_size=3072)),
+    "facebook/mbart-large-50": ("mbart", dict(vocab_size=250054, d_model=1024, encoder_layers=12, decoder_layers=12,
+                                              encoder_attention_heads=16, decoder_attention_heads=16,
+                                              encoder_ffn_dim=4096, decoder_ffn_dim=4096,
+                                              max_position_embeddings=1024)),
+    "google/mt5-base": ("mt5", dict(vocab_size=250112, d_model=768, d_kv=64, d_ff=2048, num_layers=12,
+                                    num_decoder_layers=12, num_heads=12, feed_forward_proj="gated-gelu",
+                                    tie_word_embeddings=False)),
+    "google/mt5-large": ("mt5", dict(vocab_size=250112, d_model=1024, d_kv=64, d_ff=2816, num_layers=24,
+                                     num_decoder_layers=24, num_heads=16, feed_forward_proj="gated-gelu",
+                                     tie_word_embeddings=False)),
+}
+
+# run_metrics' vocabulary (peftlab/results/schema.py): what an expected-figures claim may compare.
+EVAL_METRICS = {"bleu", "chrf", "ter", "accuracy", "macro_f1", "ood_auroc", "ood_aupr", "ood_fpr95"}
+RUN_METRICS = {"cka_mean", "wall_time_s", "time_per_step_s", "tokens_per_s", "time_to_best_s",
+               "train_peak_memory_mb", "steps", "trainable_params", "realised_fraction", "latency_ms_b1",
+               "latency_ms_b16"}
+METRICS = EVAL_METRICS | {f"{m}_vs_full" for m in EVAL_METRICS} | RUN_METRICS
+
+
+def load(path: Path) -> dict:
+    from snakemake.utils import validate
+
+    config = yaml.safe_load(path.read_text())
+    validate(config, str(REPO / "config" / "schema.yaml"))  # fills the schema's defaults, as the Snakefile does
+    return config
+
+
+@pytest.fixture(scope="module", params=PAPER, ids=PAPER_IDS)
+def study(request) -> tuple[Path, dict]:
+    return request.param, load(request.param)
+
+
+def missing_local_models(config: dict) -> list[str]:
+    """Local base-model folders a study needs that are not there (a demo-scale study reusing the demo's model)."""
+    return [spec["path"] for spec in config["base_models"].values()
+            if spec["source"] == "local" and not (REPO / spec["path"] / "config.json").exists()]
+
+
+def test_there_are_the_seed_studies():
+    assert {"houlsby2019-glue", "ustun2022-mt", "adapter-efficiency", "cho-ood", "he2021-adapters",
+            "sparse-adapter", "coda"} <= set(PAPER_IDS)
+
+
+def test_config_is_valid_and_named_after_its_file(study):
+    path, config = study
+    assert config["study"] == path.stem  # aggregate finds config/studies/<study>.expected.yaml by this name
+    grid.check_config(config)  # hub models are not cached here: budgets are checked below instead
+    for name, spec in config["base_models"].items():
+        assert spec["source"] == "hub" and spec.get("id"), f"{name}: studies load their models from the hub"
+    for name, task in config["tasks"].items():
+        assert task["corpus"]["source"] == "hf" and task["corpus"].get("dataset"), name
+    assert grid.expand_runs(config)
+
+
+def test_every_hub_model_has_a_known_architecture(study):
+    _, config = study
+    assert {spec["id"] for spec in config["base_models"].values()} <= set(ARCHITECTURES)
+
+
+_META: dict[tuple[str, str], torch.nn.Module] = {}
+
+
+def meta_model(hub_id: str, kind: str) -> torch.nn.Module:
+    if (hub_id, kind) not in _META:
+        model_type, kwargs = ARCHITECTURES[hub_id]
+        config = tf.AutoConfig.for_model(model_type, **kwargs)
+        auto = tf.AutoModelForSeq2SeqLM if kind == "translation" else tf.AutoModelForSequenceClassification
+        with torch.device("meta"):
+            _META[hub_id, kind] = auto.from_config(config)
+    return _META[hub_id, kind]
+
+
+def sized_entries(config: dict) -> list[tuple[str, str, dict, list[float]]]:
+    """(entry, method, options, budgets) of the grid's sized methods. A sparse entry is checked as its dense
+    base method at the same budget: plain SparseAdapter is sized exactly so, and Large-Sparse's range only
+    extends the base method's."""
+    out = []
+    for name in config["grid"]["methods"]:
+        entry = config["methods"][name]
+        if get_method(entry["method"]).knob is None:
+            continue
+        method, options = entry["method"], entry.get("options", {})
+        if method == "sparse":
+            cfg = make_method_config("sparse", options)
+            method, options = cfg.base, dict(cfg.base_options)
+        out.append((name, method, options, entry.get("budgets", config["grid"]["budgets"])))
+    return out
+
+
+def test_budgets_are_reachable_on_the_real_architectures(study):
+    """What grid.check_budgets does at DAG time where the hub models are cached: every budget within the
+    solver's reach (its knob's smallest and largest settings bracket the target within a factor 2), and not
+    beyond the knob's range by more than 20% (the realised budget would fall short of the target)."""
+    _, config = study
+    seen = set()
+    for task in config["grid"]["tasks"]:
+        entry = config["tasks"][task]
+        hub_id = config["base_models"][entry["base_model"]]["id"]
+        model = meta_model(hub_id, entry["kind"])
+        total = count_parameters(model).total
+        counter = _MetaCounter(model)
+        for name, method, options, budgets in sized_entries(config):
+            key = (hub_id, entry["kind"], method, repr(sorted(options.items())))
+            if key in seen:
+                continue
+            seen.add(key)
+            proto = make_method_config(method, options)
+            knobs = proto.knob_range(model.config)
+            knob = get_method(method).knob
+            lo, hi = (counter.trainable(proto.replace(**{knob: k})) / total for k in (knobs[0], knobs[-1]))
+            for budget in budgets:
+                assert lo <= 2 * budget and hi >= budget / 2, f"{name} @ {budget} on {hub_id}: out of reach"
+                assert lo <= 1.2 * budget and hi >= budget / 1.2, (
+                    f"{name} @ {budget} on {hub_id}: the knob covers {lo:.4%}..{hi:.4%} only")
+
+
+def test_houlsby_budgets_are_the_papers_adapter_sizes():
+    config = load(REPO / "config" / "studies" / "houlsby2019-glue.yaml")
+    model = meta_model("google-bert/bert-large-uncased", "classification")
+    sizes = [solve_budget(model, "houlsby", {}, b).config.bottleneck for b in config["methods"]["houlsby"]["budgets"]]
+    assert sizes == [8, 64, 256]
+
+
+def expected_file(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.expected.yaml")
+
+
+def test_expected_figures_name_runs_of_the_study(study):
+    """Every claim parses, compares a metric the database has, and each of its selections matches planned runs
+    (a typo in a pattern would otherwise leave the claim 'not measured' forever)."""
+    path, config = study
+    claims = read_expectations(expected_file(path), config["study"])
+    claims = claims.astype(object).where(claims.notna(), None)  # missing values as None, not NaN
+    runs = grid.expand_runs(config)
+    has_zero_shot = any(len(config["tasks"][grid.base_name(r.task)].get("eval_languages") or []) > 1 for r in runs)
+    for claim in claims.itertuples():
+        if claim.metric is None:
+            continue
+        assert claim.metric in METRICS, f"{claim.claim_id}: unknown metric {claim.metric}"
+        if claim.subset is not None:
+            assert has_zero_shot, f"{claim.claim_id}: a subset claim in a study without zero-shot test sets"
+        sides = [("runs", claim.runs_task_re, claim.runs_method_re, claim.runs_budget_re)]
+        if claim.statistic != "value":
+            sides.append(("baseline", claim.baseline_task_re or claim.runs_task_re, claim.baseline_method_re,
+                          claim.baseline_budget_re))
+        for side, task_re, method_re, budget_re in sides:
+            matched = [r for r in runs if re.fullmatch(task_re, r.task) and re.fullmatch(method_re, r.method)
+                       and re.fullmatch(budget_re, r.budget)]
+            assert matched, f"{claim.claim_id}: its {side} match no run of the grid"
+
+
+# --- dry runs -----------------------------------------------------------------------------------------------
+
+def dry_run(workdir: Path, path: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--quiet", "host", "reason",
+           "--configfile", str(path.relative_to(REPO))]
+    env = {**os.environ, **OFFLINE}
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory) -> dict[str, Future]:
+    """All studies' dry runs, a few at a time, in a copy of the repository (no results there)."""
+    workdir = copy_repo(tmp_path_factory.mktemp("studies") / "repo")
+    for path in STUDIES:  # local base models (outside the copy: results/ is not copied) are linked in
+        for spec in load(path)["base_models"].values():
+            if spec["source"] == "local" and (REPO / spec["path"]).exists() and not (workdir / spec["path"]).exists():
+                (workdir / spec["path"]).parent.mkdir(parents=True, exist_ok=True)
+                (workdir / spec["path"]).symlink_to(REPO / spec["path"])
+    with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
+        # largest first, so that a long one does not start last
+        order = sorted((p for p in STUDIES if not missing_local_models(load(p))),
+                       key=lambda p: -len(grid.expand_runs(load(p))))
+        yield {path.stem: pool.submit(dry_run, workdir, path) for path in order}
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    table = stdout.split("Job stats:", 1)[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("path", STUDIES, ids=IDS)
+def test_study_dry_runs_without_the_hub(dry_runs, path):
+    missing = missing_local_models(load(path))
+    if missing:
+        pytest.skip(f"needs the local base model(s) {missing} (make demo builds them)")
+    proc = dry_runs[path.stem].result()
+    assert proc.returncode == 0, f"snakemake -n failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    counts = job_counts(proc.stdout)
+    n_runs = len(grid.expand_runs(load(path)))
+    assert counts["train"] == counts["evaluate"] == counts["benchmark"] == n_runs
+    assert counts["aggregate"] == 1 and counts["total"] > 3 * n_runs
