@@ -19,7 +19,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 demo: setup
 	PATH=$(abspath $(BIN)):$$PATH snakemake --profile profiles/local --cores $(CORES)
-	$(BIN)/peftlab tables --db results/results.duckdb
+	$(BIN)/peftlab tables --db results/results.duckdb --view method_comparison --view training_cost
+	@echo "more: $(BIN)/peftlab tables (every view), $(BIN)/peftlab query 'SELECT ...', make report"
 
 test: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q

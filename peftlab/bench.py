@@ -6,6 +6,7 @@ shorter does not look faster or slower than it is: only the cost per step differ
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ from transformers import PreTrainedTokenizerBase
 from peftlab.atomic import write_json
 from peftlab.models import default_device, load_trained, read_jsonl, shard_labels, source_prefix
 from peftlab.train import peak_memory_mb
+
+log = logging.getLogger(__name__)
 
 
 def _timed(call, *, warmup: int, repeats: int, device: str) -> np.ndarray:
@@ -95,4 +98,8 @@ def benchmark_run(run_id: str, *, model_path: str, model_spec: dict, task: dict,
     record = {"run_id": run_id, "device": device, "threads": torch.get_num_threads(), "status": "ok",
               "measurements": rows}
     write_json(record, record_path)
+    for row in rows:
+        log.info("%s %s batch %d: median %.1f ms (p10 %.1f, p90 %.1f), %.1f items/s", run_id, row["task"],
+                 row["batch_size"], row["latency_ms_median"], row["latency_ms_p10"], row["latency_ms_p90"],
+                 row["throughput_items_per_s"])
     return record

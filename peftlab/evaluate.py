@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -14,6 +15,8 @@ from peftlab.data import load_split
 from peftlab.data.shards import subset_rows
 from peftlab.forgetting import representation_drift, retained_quality
 from peftlab.models import default_device, load_base, load_trained, read_jsonl, shard_labels, source_prefix
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -83,4 +86,7 @@ def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, 
               "decoding": {k: settings[k] for k in ("num_beams", "max_new_tokens") if task["kind"] == "translation"},
               "labels": labels, "predictions_path": str(predictions_path), "device": device}
     write_json(record, record_path)
+    log.info("%s on %d test examples: %s", run_id, n_examples, ", ".join(
+        f"{m['metric']}{'/' + m['subset'] if m.get('subset') else ''} {m['value']}" for m in metrics
+        if m.get("layer") is None and m.get("detector") in (None, "mahalanobis")))
     return record
