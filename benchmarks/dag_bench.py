@@ -179,6 +179,11 @@ def dry_run_bench(configfile: str, repeats: int, work: Path) -> list[str]:
     first, listing = snakemake(real, *args)  # also warms the page cache for both
     jobs = parse_jobs(listing)
     write_twin(twin, jobs, rule_outputs(real, configfile))
+    produced = {f for job in jobs for f in job["output"]}
+    for source in {f for job in jobs for f in job["input"]} - produced:  # files no job writes (config files)
+        if (real / source).is_file():
+            (twin / source).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(real / source, twin / source)
     _, twin_listing = snakemake(twin, "-n", "--cores", "1")
     n_real, n_twin = job_count(listing), job_count(twin_listing)
     if n_real != n_twin or len(jobs) != n_real:
@@ -209,6 +214,11 @@ def noop_bench(configfile: str, repeats: int, work: Path) -> list[str]:
     _, listing = snakemake(real, "-n", "--cores", "2", "--configfile", configfile)
     jobs = parse_jobs(listing)
     write_twin(twin, jobs, rule_outputs(real, configfile))
+    produced = {f for job in jobs for f in job["output"]}
+    for source in {f for job in jobs for f in job["input"]} - produced:  # files no job writes (config files)
+        if (real / source).is_file():
+            (twin / source).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(real / source, twin / source)
     print(f"running {configfile} to completion ({len(jobs)} jobs; minutes of CPU) ...", file=sys.stderr, flush=True)
     full, _ = snakemake(real, "--cores", "2", "--configfile", configfile)
     twin_full, _ = snakemake(twin, "--cores", "2")

@@ -15,6 +15,12 @@ rule aggregate:
         run_dirs=[run.path for run in RUNS],
         db="results/results.duckdb",
         study=STUDY,
+        tasks={name: config["tasks"][name] for name in sorted({grid.base_name(run.task) for run in RUNS})},
+        test_sets={
+            name: f"results/{STUDY}/corpora/{name}/test.jsonl"
+            for name in sorted({grid.base_name(run.task) for run in RUNS})
+            if config["tasks"][name]["kind"] == "translation"
+        },
         code=fingerprint("peftlab/results"),
     log:
         "logs/{study}/aggregate.log",

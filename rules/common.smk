@@ -47,9 +47,15 @@ def fingerprint(*paths):
     return code_fingerprint(Path(workflow.basedir, p) for p in paths)
 
 
+# Task keys that only describe a task for the results views (no job computes with them): left out of the
+# jobs' params, so setting them reruns aggregation alone.
+DESCRIPTIVE_TASK_KEYS = {"distance"}
+
+
 def task_entry(task):
     """A task's config entry; a study-axis variant (en-de~n500) shares its base task's entry."""
-    return config["tasks"][grid.base_name(task)]
+    entry = config["tasks"][grid.base_name(task)]
+    return {k: v for k, v in entry.items() if k not in DESCRIPTIVE_TASK_KEYS}
 
 
 def method_entry(method):

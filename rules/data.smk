@@ -6,7 +6,7 @@ rule prepare_corpus:
     output:
         "results/{study}/corpora/{task}/manifest.json",
     params:
-        task=lambda w: canonical(config["tasks"][w.task]),
+        task=lambda w: canonical(task_entry(w.task)),
         code=fingerprint("peftlab/data"),
     log:
         "logs/{study}/prepare_corpus/{task}.log",
@@ -21,7 +21,7 @@ rule build_shards:
     output:
         "results/{study}/shards/{model}/{task}/manifest.json",
     params:
-        task=lambda w: canonical(config["tasks"][w.task]),
+        task=lambda w: canonical(task_entry(w.task)),
         model_spec=lambda w: canonical(model_spec(w.model)),
         tokenizer_path=lambda w: f"results/{STUDY}/base/{w.model}/tokenizer" if is_built(w.model) else model_path(w.model),
         code=fingerprint("peftlab/data"),

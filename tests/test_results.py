@@ -234,3 +234,115 @@ def test_missing_train_record_and_discovery(tmp_path: Path) -> None:
     row = query(tmp_path / "results.duckdb", "SELECT * FROM run_summary WHERE status = 'missing'").iloc[0]
     assert row["run_id"] == "demo/en-fi/sparse-adapter/0.1/seed1" and row["seed"] == 1
     assert row["budget_target"] == pytest.approx(0.1) and pd.isna(row["chrf"])  # stale eval.json ignored
+
+
+# --- study comparisons: distance, SparseAdapter vs dense, CoDA speed-up, paired bootstrap ------------------
+
+def write_run(root: Path, study: str, task: str, method: str, budget: str, seed: int, *, family: str,
+              method_config: dict, latency_scale: float = 1.0) -> Path:
+    """Synthetic records of one run, with its method family and config set as a real run writes them."""
+    from peftlab.results.synthetic import synthetic_records
+
+    records = synthetic_records(study, task, method, budget, seed)
+    records["train.json"].update(method_family=family, method_config=method_config)
+    for m in records["bench.json"]["measurements"]:
+        for key in ("latency_ms_median", "latency_ms_p10", "latency_ms_p90", "latency_ms_mean"):
+            m[key] *= latency_scale
+    run_dir = root / study / "runs" / task / method / budget / f"seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name, record in records.items():
+        (run_dir / name).write_text(json.dumps(record))
+    return run_dir
+
+
+def test_sparse_vs_dense_and_coda_speedup(tmp_path: Path) -> None:
+    runs = {  # method -> (family, method_config, latency scale)
+        "dense": ("houlsby", {"bottleneck": 6}, 1.0),
+        "sparse-40": ("sparse", {"base": "houlsby", "sparsity": 0.4, "large": False, "scoring": "snip"}, 1.0),
+        "large-sparse": ("sparse", {"base": "houlsby", "sparsity": 0.4, "large": True, "scoring": "snip"}, 1.0),
+        "parallel": ("parallel", {"bottleneck": 13}, 1.0),
+        "coda": ("coda", {"k_ratio": 0.25, "bottleneck": 13}, 0.5),
+        "lora": ("lora", {"r": 4}, 1.0),  # same budget, neither a sparse base nor an adapter: never paired
+    }
+    dirs = [write_run(tmp_path, "s", "en-de", m, "0.01", seed, family=f, method_config=c, latency_scale=k)
+            for m, (f, c, k) in runs.items() for seed in (0, 1)]
+    dirs.append(write_run(tmp_path, "s", "en-de", "sparse-x", "0.1", 0, family="sparse",  # no dense at 0.1
+                          method_config={"base": "houlsby", "sparsity": 0.8}))
+    db_path = tmp_path / "results.duckdb"
+    aggregate(dirs, db_path)
+    ref = reference_runs(dirs).set_index(["method", "seed"])
+
+    got = query(db_path, "SELECT * FROM sparse_vs_dense ORDER BY sparse_method")
+    assert list(got.sparse_method) == ["large-sparse", "sparse-40"] and set(got.dense_method) == {"dense"}
+    for row in got.itertuples():
+        deltas = [ref.chrf[row.sparse_method, s] - ref.chrf["dense", s] for s in (0, 1)]
+        assert row.n_paired == 2 and row.delta_mean == pytest.approx(sum(deltas) / 2)
+        assert row.large == (row.sparse_method == "large-sparse") and row.sparsity == pytest.approx(0.4)
+
+    got = query(db_path, "SELECT * FROM coda_speedup")
+    assert set(got.adapter_method) == {"dense", "parallel"} and set(got.batch_size) == {1, 16}
+    assert len(got) == 2 * 2 * 2  # adapters x bench tasks (generate, forward) x batch sizes
+    assert (got.n_paired == 2).all() and (got.k_ratio == 0.25).all()
+    latency = {(d.parts[-3], int(d.name.removeprefix("seed")), m["task"], m["batch_size"]): m["latency_ms_median"]
+               for d in dirs for m in json.loads((d / "bench.json").read_text())["measurements"]}
+    for row in got.itertuples():
+        ratios = [latency[row.adapter_method, s, row.bench_task, row.batch_size]
+                  / latency["coda", s, row.bench_task, row.batch_size] for s in (0, 1)]
+        assert row.speedup == pytest.approx(math.sqrt(ratios[0] * ratios[1]))  # geometric mean over seeds
+        assert row.speedup > 2  # CoDA's latencies were halved
+        deltas = [ref.chrf["coda", s] - ref.chrf[row.adapter_method, s] for s in (0, 1)]
+        assert row.quality_delta == pytest.approx(sum(deltas) / 2)
+
+
+def test_quality_by_distance(db: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    from peftlab.results import load_study_tasks
+
+    db_path = tmp_path / "results.duckdb"
+    db_path.write_bytes(db[0].read_bytes())
+    load_study_tasks(db_path, "demo", {"en-de": {"kind": "translation", "target_lang": "de", "distance": "close"},
+                                       "en-fi": {"kind": "translation", "target_lang": "fi", "distance": "distant"}})
+    got = query(db_path, "SELECT * FROM quality_by_distance").set_index(["distance", "method", "budget"])
+    want = query(db_path, "SELECT * FROM quality_vs_budget").set_index(["task", "method", "budget"])
+    assert len(got) == len(want)  # one task per distance here
+    for (distance, method, budget), row in got.iterrows():
+        task = {"close": "en-de", "distant": "en-fi"}[distance]
+        assert row.tasks == task and row.n_tasks == 1
+        assert row.quality_mean == pytest.approx(want.quality_mean[task, method, budget])
+    load_study_tasks(db_path, "demo", {"en-de": {"kind": "translation", "distance": "close"},
+                                       "en-fi": {"kind": "translation", "distance": "close"}})  # replaced
+    got = query(db_path, "SELECT * FROM quality_by_distance WHERE method = 'lora' AND budget = '0.1'")
+    assert len(got) == 1 and got.n_tasks[0] == 2 and got.tasks[0] == "en-de, en-fi"
+    assert count(db_path, "study_tasks") == 2
+
+
+def test_paired_significance_against_full(tmp_path: Path) -> None:
+    from sacrebleu.metrics import CHRF
+
+    from peftlab.results import load_study_tasks, paired_significance
+
+    references = [f"Das ist der Satz Nummer {i} über {w}." for i, w in enumerate(["Hunde", "Katzen", "Bäume"] * 20)]
+    test_set = tmp_path / "test.jsonl"
+    test_set.write_text("".join(json.dumps({"src": "x", "tgt": r}) + "\n" for r in references))
+    near = [r.replace("Satz", "Satze") if i % 20 == 0 else r for i, r in enumerate(references)]  # 3 differ
+    systems = {"full": references, "twin": near, "bad": [r[: len(r) // 3] for r in references]}
+    dirs = []
+    for method, hypotheses in systems.items():
+        run_dir = write_run(tmp_path, "s", "en-de", method, "none", 0, family=method, method_config={})
+        (run_dir / "predictions.txt").write_text("\n".join(hypotheses) + "\n")
+        evaluation = json.loads((run_dir / "eval.json").read_text())
+        (run_dir / "eval.json").write_text(json.dumps({**evaluation,
+                                                       "predictions_path": str(run_dir / "predictions.txt")}))
+        dirs.append(run_dir)
+    db_path = tmp_path / "results.duckdb"
+    aggregate(dirs, db_path)
+    load_study_tasks(db_path, "s", {"en-de": {"kind": "translation", "target_lang": "de"}})
+    assert paired_significance(db_path, "s", {"en-de": test_set}) == 4  # 2 runs x (bleu, chrf)
+    assert paired_significance(db_path, "s", {"en-de": test_set}) == 4  # replaced, not appended
+    got = query(db_path, "SELECT * FROM mt_significance WHERE metric = 'chrf'").set_index("run_id")
+    assert len(got) == 2 and set(got.baseline_run_id) == {"s/en-de/full/none/seed0"}
+    bad, twin = got.loc["s/en-de/bad/none/seed0"], got.loc["s/en-de/twin/none/seed0"]
+    assert bad.score == pytest.approx(CHRF().corpus_score(systems["bad"], [references]).score)
+    assert bad.baseline_score == pytest.approx(100.0) and bad.p_value < 0.05
+    assert 95 < twin.score < 100 and twin.p_value > 0.05  # (identical systems get p = 1/1001 from sacrebleu)
+    summary = query(db_path, "SELECT * FROM significance WHERE metric = 'chrf' ORDER BY method")
+    assert list(summary.method) == ["bad", "twin"] and list(summary.n_significant_05) == [1, 0]

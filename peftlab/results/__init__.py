@@ -14,17 +14,21 @@ Tables (every column carries a COMMENT; list them with
 - benchmarks: run_id, task (generate | forward), batch_size, seq_len, new_tokens, latency percentiles,
   throughput, peak memory, warmup, repeats, device, threads.
 Views (schema.VIEWS; adding one is one SQL string): run_summary, method_comparison,
-quality_vs_budget, pareto, training_cost, seed_spread, run_metrics (every measurement, long format) and
-reproduction (a paper's claims beside what its study measured).
+quality_vs_budget, quality_by_distance, pareto, training_cost, sparse_vs_dense, coda_speedup,
+significance, seed_spread, run_metrics (every measurement, long format) and reproduction (a paper's
+claims beside what its study measured).
 
 Per study: paper_claims, loaded by `load_expectations(db, study, "config/studies/<study>.expected.yaml")`
-(the format is in claims.py).
+(the format is in claims.py); study_tasks (the config's tasks, e.g. their language-pair distance) and
+mt_significance (sacrebleu paired bootstrap against full fine-tuning), written by study_tables.py.
 """
 
 from .claims import ExpectationsError, load_expectations, read_expectations
 from .report import format_table, markdown_tables, write_plots
 from .schema import STUDY_TABLES, TABLES, VIEWS
 from .store import aggregate, connect_readonly, find_run_dirs
+from .study_tables import load_study_tasks, paired_significance
 
 __all__ = ["STUDY_TABLES", "TABLES", "VIEWS", "ExpectationsError", "aggregate", "connect_readonly", "find_run_dirs",
-           "format_table", "load_expectations", "markdown_tables", "read_expectations", "write_plots"]
+           "format_table", "load_expectations", "load_study_tasks", "markdown_tables", "paired_significance",
+           "read_expectations", "write_plots"]

@@ -130,6 +130,31 @@ STUDY_TABLES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ("expectations_file", "VARCHAR", "file the claim was loaded from"),
         ("loaded_at", "TIMESTAMP", "when the claim was loaded, UTC"),
     ]),
+    "study_tasks": ("The study's tasks as its config describes them (peftlab.results.load_study_tasks), one row "
+                    "per task: what groups runs beyond their names, e.g. the language-pair distance.", [
+        ("study", "VARCHAR", "study (config) name"),
+        ("task", "VARCHAR", "task name as in the config (runs.task without a ~variant suffix)"),
+        ("kind", "VARCHAR", "translation | classification"),
+        ("source_lang", "VARCHAR", "source language (translation)"),
+        ("target_lang", "VARCHAR", "target language (translation)"),
+        ("language", "VARCHAR", "training language (classification)"),
+        ("distance", "VARCHAR", "the config's `distance` of the pair from English, e.g. close | distant"),
+    ]),
+    "mt_significance": ("Paired bootstrap resampling (sacrebleu, 1,000 resamples) of every ok translation run "
+                        "against the full fine-tuning run of the same study, task and seed "
+                        "(peftlab.results.paired_significance), one row per (run, metric).", [
+        ("study", "VARCHAR", "study (config) name"),
+        ("run_id", "VARCHAR", "the run tested (runs.run_id)"),
+        ("baseline_run_id", "VARCHAR", "the full fine-tuning run it is compared with"),
+        ("metric", "VARCHAR", "bleu | chrf"),
+        ("score", "DOUBLE", "the run's corpus score"),
+        ("baseline_score", "DOUBLE", "the baseline's corpus score"),
+        ("bootstrap_mean", "DOUBLE", "the run's mean score over the resamples"),
+        ("ci95", "DOUBLE", "half-width of the run's 95% confidence interval"),
+        ("p_value", "DOUBLE", "probability of a difference at least this large by chance (H0: no difference)"),
+        ("n_examples", "INTEGER", "test sentences"),
+        ("signature", "VARCHAR", "sacrebleu signature of the test (metric, seed, resamples)"),
+    ]),
 }
 
 # Per run: test-split headline metrics side by side and latency at batch 1 and 16. Per-layer,
@@ -403,6 +428,96 @@ FROM paper_claims c JOIN m USING (study, claim_id)
 ORDER BY c.study, c.position
 """
 
+# Language-pair distance (study_tasks.distance, from the config) over quality_vs_budget: per study, distance,
+# method and budget, the mean over the pairs of that distance. Task variants (en-de~n1000) keep their suffix
+# as `variant`, so data sizes are not blended.
+_QUALITY_BY_DISTANCE = """
+SELECT q.study, t.distance, q.method, q.budget,
+    coalesce(nullif(split_part(q.task, '~', 2), ''), '') AS variant,
+    any_value(q.budget_target) AS budget_target,
+    any_value(q.quality_metric) AS quality_metric,
+    count(*) AS n_tasks,
+    string_agg(q.task, ', ' ORDER BY q.task) AS tasks,
+    avg(q.quality_mean) AS quality_mean,
+    avg(q.delta_vs_full_mean) AS delta_vs_full_mean,
+    min(q.delta_vs_full_mean) AS delta_vs_full_min,
+    max(q.delta_vs_full_mean) AS delta_vs_full_max
+FROM quality_vs_budget q
+JOIN study_tasks t ON t.study = q.study AND t.task = split_part(q.task, '~', 1)
+WHERE t.distance IS NOT NULL
+GROUP BY ALL
+ORDER BY q.study, t.distance, q.method, budget_target NULLS FIRST
+"""
+
+# Each SparseAdapter run (method_family sparse) beside the dense runs of its base method (method_config.base)
+# with the same study, task, seed and budget target: equal budget, pruned or not.
+_SPARSE_VS_DENSE = """
+WITH s AS (
+    SELECT r.run_id, r.study, r.task, r.seed, r.method, r.budget, r.budget_target,
+        r.method_config->>'base' AS base_family,
+        TRY_CAST(r.method_config->>'sparsity' AS DOUBLE) AS sparsity,
+        TRY_CAST(r.method_config->>'large' AS BOOLEAN) AS large,
+        r.method_config->>'scoring' AS scoring,
+        q.trainable_params, q.quality, q.quality_metric
+    FROM runs r JOIN run_summary q USING (run_id)
+    WHERE r.status = 'ok' AND r.method_family = 'sparse'
+)
+SELECT s.study, s.task, s.budget, any_value(s.budget_target) AS budget_target,
+    s.method AS sparse_method, any_value(s.sparsity) AS sparsity, any_value(s.large) AS large,
+    any_value(s.scoring) AS scoring, d.method AS dense_method,
+    any_value(s.quality_metric) AS quality_metric,
+    count(*) AS n_paired,
+    round(avg(s.trainable_params))::BIGINT AS sparse_trainable_params,
+    round(avg(d.trainable_params))::BIGINT AS dense_trainable_params,
+    avg(s.quality) AS sparse_quality, avg(d.quality) AS dense_quality,
+    avg(s.quality - d.quality) AS delta_mean, stddev_samp(s.quality - d.quality) AS delta_std
+FROM s JOIN run_summary d ON d.status = 'ok' AND d.study = s.study AND d.task = s.task AND d.seed = s.seed
+    AND d.method_family = s.base_family AND d.budget_target = s.budget_target
+GROUP BY s.study, s.task, s.budget, s.method, d.method
+ORDER BY ALL
+"""
+
+# Each CoDA run beside the bottleneck-adapter runs (parallel, Houlsby, Pfeiffer) of the same study, task,
+# seed and budget target, per benchmark setting: speed-up = adapter latency / CoDA latency (geometric mean
+# over seeds), and the quality CoDA gives up for it.
+_CODA_SPEEDUP = """
+WITH pairs AS (
+    SELECT c.run_id, c.study, c.task, c.budget, c.budget_target, c.method, c.quality_metric,
+        TRY_CAST(r.method_config->>'k_ratio' AS DOUBLE) AS k_ratio,
+        a.run_id AS adapter_run_id, a.method AS adapter_method, c.quality - a.quality AS quality_delta
+    FROM run_summary c JOIN runs r USING (run_id)
+    JOIN run_summary a ON a.status = 'ok' AND a.study = c.study AND a.task = c.task AND a.seed = c.seed
+        AND a.budget_target = c.budget_target AND a.method_family IN ('parallel', 'houlsby', 'pfeiffer')
+    WHERE c.status = 'ok' AND c.method_family = 'coda'
+)
+SELECT p.study, p.task, p.budget, any_value(p.budget_target) AS budget_target, p.method AS coda_method,
+    any_value(p.k_ratio) AS k_ratio, p.adapter_method, bc.task AS bench_task, bc.batch_size, bc.seq_len,
+    count(*) AS n_paired,
+    avg(ba.latency_ms_median) AS adapter_latency_ms, avg(bc.latency_ms_median) AS coda_latency_ms,
+    exp(avg(ln(ba.latency_ms_median / bc.latency_ms_median))) AS speedup,
+    any_value(p.quality_metric) AS quality_metric, avg(p.quality_delta) AS quality_delta
+FROM pairs p
+JOIN benchmarks bc ON bc.run_id = p.run_id
+JOIN benchmarks ba ON ba.run_id = p.adapter_run_id AND ba.task = bc.task AND ba.batch_size = bc.batch_size
+    AND ba.seq_len IS NOT DISTINCT FROM bc.seq_len
+GROUP BY p.study, p.task, p.budget, p.method, p.adapter_method, bc.task, bc.batch_size, bc.seq_len
+ORDER BY ALL
+"""
+
+# mt_significance over seeds: how often a configuration differs significantly from full fine-tuning.
+_SIGNIFICANCE = """
+SELECT r.study, r.task, r.method, r.budget, m.metric,
+    count(*) AS n_seeds,
+    avg(m.score) AS score_mean, stddev_samp(m.score) AS score_std,
+    avg(m.score - m.baseline_score) AS delta_vs_full_mean,
+    max(m.p_value) AS p_value_max,
+    count(*) FILTER (WHERE m.p_value < 0.05) AS n_significant_05
+FROM mt_significance m JOIN runs r USING (run_id)
+WHERE r.method <> 'full'
+GROUP BY ALL
+ORDER BY ALL
+"""
+
 # name -> (comment, SQL); created in this order, so a view may use the ones above it.
 VIEWS: dict[str, tuple[str, str]] = {
     "run_summary": ("One row per run: test BLEU/chrF/TER/accuracy/macro-F1, the task's quality metric "
@@ -421,8 +536,17 @@ VIEWS: dict[str, tuple[str, str]] = {
                     "value): test metrics, <metric>_vs_full, cka_mean, training cost and latency.", _RUN_METRICS),
     "reproduction": ("Per paper claim (paper_claims): the study's measured figure beside the paper's, and "
                      "whether it agrees, disagrees or is not measured yet.", _REPRODUCTION),
+    "quality_by_distance": ("Per (study, language-pair distance, method, budget): quality and delta to full "
+                            "fine-tuning averaged over the pairs of that distance (study_tasks.distance).",
+                            _QUALITY_BY_DISTANCE),
+    "sparse_vs_dense": ("Per SparseAdapter configuration: quality beside the dense adapter of its base method at "
+                        "the same budget, paired by seed.", _SPARSE_VS_DENSE),
+    "coda_speedup": ("Per CoDA configuration and benchmark setting: latency speed-up over bottleneck adapters "
+                     "of the same budget (geometric mean over seeds) and the quality delta.", _CODA_SPEEDUP),
+    "significance": ("Per (study, task, method, budget, metric): paired-bootstrap tests against full "
+                     "fine-tuning over seeds (mt_significance).", _SIGNIFICANCE),
 }
 
 # The views `peftlab tables` prints by default, in order (run_summary has a row per run: too long).
-REPORT_VIEWS = ("method_comparison", "quality_vs_budget", "pareto", "training_cost", "seed_spread",
-                "reproduction")
+REPORT_VIEWS = ("method_comparison", "quality_vs_budget", "quality_by_distance", "pareto", "training_cost",
+                "sparse_vs_dense", "coda_speedup", "significance", "seed_spread", "reproduction")
