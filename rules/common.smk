@@ -1,4 +1,5 @@
 # Config validation, the grid, and the small input functions the rules share.
+import functools
 import re
 import sys
 from types import SimpleNamespace
@@ -42,6 +43,7 @@ def canonical(value):
     return value
 
 
+@functools.cache  # thousands of jobs share a handful of code sets; the files do not change during one DAG build
 def fingerprint(*paths):
     """Hash of the code a rule runs; passed through params so a code change reruns just that rule."""
     return code_fingerprint(Path(workflow.basedir, p) for p in paths)
@@ -63,11 +65,11 @@ def method_entry(method):
 
 
 def method_code(method):
-    """A method's own package plus the registry and shared modules beside it."""
+    """A method's own package plus the registry and shared modules beside it (sorted: a cache key)."""
     methods = Path(workflow.basedir, "peftlab/methods")
     name = method_entry(method)["method"]
-    shared = [p for p in methods.glob("*.py")]
-    return [*shared, methods / name] if (methods / name).exists() else shared
+    shared = sorted(methods.glob("*.py"))
+    return (*shared, methods / name) if (methods / name).exists() else tuple(shared)
 
 
 def task_model(task):

@@ -167,6 +167,22 @@ def test_a_failed_run_is_recorded_with_its_reason_and_does_not_stop_the_study(fi
     assert con.sql("SELECT count(*) FROM runs WHERE method = 'broken'").fetchall() == [(2,)]  # both tasks
 
 
+def test_study_tables_distance_and_significance_from_the_workflow(finished):
+    con = db(finished)
+    assert con.sql("SELECT task, kind, target_lang, distance FROM study_tasks WHERE study = 'test' "
+                   "ORDER BY task").fetchall() == [("en-de", "translation", "de", "close"),
+                                                    ("topic", "classification", None, None)]
+    ok_mt = {r[0] for r in con.sql("SELECT run_id FROM runs WHERE study = 'test' AND task = 'en-de' "
+                                   "AND status = 'ok' AND method <> 'full'").fetchall()}
+    tested = con.sql("SELECT run_id, metric, baseline_run_id, p_value FROM mt_significance "
+                     "WHERE study = 'test'").fetchall()
+    assert {(r, m) for r, m, _, _ in tested} == {(r, m) for r in ok_mt for m in ("bleu", "chrf")}
+    assert {b for _, _, b, _ in tested} == {"test/en-de/full/none/seed0"}
+    assert all(0 < p <= 1 for *_, p in tested)
+    methods = {r[0] for r in con.sql("SELECT method FROM quality_by_distance WHERE study = 'test' "
+                                     "AND distance = 'close'").fetchall()}
+    assert methods == {"base", "full", "houlsby", "lora", "lora-mt"}
+
 def test_a_studys_expected_figures_reach_the_reproduction_view(finished):
     """config/studies/<study>.expected.yaml beside a study is loaded by aggregation (which alone reruns), and
     the view measures the claim from the runs; without the file the study's claims are gone again."""
