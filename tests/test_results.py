@@ -315,10 +315,19 @@ def test_quality_by_distance(db: tuple[Path, list[Path]], tmp_path: Path) -> Non
     assert count(db_path, "study_tasks") == 2
 
 
-def test_paired_significance_against_full(tmp_path: Path) -> None:
+def test_paired_significance_against_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sacrebleu.metrics import CHRF
 
-    from peftlab.results import load_study_tasks, paired_significance
+    from peftlab.results import load_study_tasks, paired_significance, study_tables
+
+    tested: list[list[str]] = []  # the systems of each sacrebleu test, baseline first
+    paired_test = study_tables.PairedTest
+
+    def recording_test(systems, *args, **kwargs):
+        tested.append([name for name, _ in systems])
+        return paired_test(systems, *args, **kwargs)
+
+    monkeypatch.setattr(study_tables, "PairedTest", recording_test)
 
     references = [f"Das ist der Satz Nummer {i} über {w}." for i, w in enumerate(["Hunde", "Katzen", "Bäume"] * 20)]
     test_set = tmp_path / "test.jsonl"
@@ -338,6 +347,7 @@ def test_paired_significance_against_full(tmp_path: Path) -> None:
     load_study_tasks(db_path, "s", {"en-de": {"kind": "translation", "target_lang": "de"}})
     assert paired_significance(db_path, "s", {"en-de": test_set}) == 4  # 2 runs x (bleu, chrf)
     assert paired_significance(db_path, "s", {"en-de": test_set}) == 4  # replaced, not appended
+    assert tested == [["s/en-de/full/none/seed0", "s/en-de/bad/none/seed0", "s/en-de/twin/none/seed0"]]  # kept
     got = query(db_path, "SELECT * FROM mt_significance WHERE metric = 'chrf'").set_index("run_id")
     assert len(got) == 2 and set(got.baseline_run_id) == {"s/en-de/full/none/seed0"}
     bad, twin = got.loc["s/en-de/bad/none/seed0"], got.loc["s/en-de/twin/none/seed0"]
@@ -346,3 +356,8 @@ def test_paired_significance_against_full(tmp_path: Path) -> None:
     assert 95 < twin.score < 100 and twin.p_value > 0.05  # (identical systems get p = 1/1001 from sacrebleu)
     summary = query(db_path, "SELECT * FROM significance WHERE metric = 'chrf' ORDER BY method")
     assert list(summary.method) == ["bad", "twin"] and list(summary.n_significant_05) == [1, 0]
+    (tmp_path / "s/runs/en-de/twin/none/seed0/predictions.txt").write_text("\n".join(systems["bad"]) + "\n")
+    assert paired_significance(db_path, "s", {"en-de": test_set}) == 4
+    assert tested[-1] == ["s/en-de/full/none/seed0", "s/en-de/twin/none/seed0"]  # only the changed run
+    got = query(db_path, "SELECT * FROM mt_significance WHERE metric = 'chrf'").set_index("run_id")
+    assert got.score["s/en-de/twin/none/seed0"] == pytest.approx(bad.score)

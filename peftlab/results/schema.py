@@ -154,6 +154,7 @@ STUDY_TABLES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ("p_value", "DOUBLE", "probability of a difference at least this large by chance (H0: no difference)"),
         ("n_examples", "INTEGER", "test sentences"),
         ("signature", "VARCHAR", "sacrebleu signature of the test (metric, seed, resamples)"),
+        ("inputs_sha256", "VARCHAR", "hash of both hypothesis files and the references: unchanged, not retested"),
     ]),
 }
 

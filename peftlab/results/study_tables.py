@@ -6,6 +6,7 @@ Both replace the study's rows in one atomic update, like aggregate, so re-runnin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -46,12 +47,21 @@ def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").removesuffix("\n").split("\n")
 
 
+def _sha256(*paths: Path) -> str:
+    digest = hashlib.sha256(str(BOOTSTRAP_RESAMPLES).encode())
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def paired_significance(db_path: Path | str, study: str, test_sets: dict[str, Path]) -> int:
     """Test every ok translation run of `study` against the `full` run of the same task and seed with
     sacrebleu's paired bootstrap (BLEU and chrF), and replace the study's rows of mt_significance.
 
     test_sets: task name (without a ~variant suffix) -> the prepared test.jsonl the runs were scored on.
-    A task and seed without an evaluated full run has no baseline and is skipped.
+    A task and seed without an evaluated full run has no baseline and is skipped. A comparison whose inputs
+    (both hypothesis files and the references) are unchanged since the last call keeps its rows: a test
+    costs about a second per system on 2,000 sentences, and aggregation reruns whenever any run changes.
     """
     con = connect_readonly(db_path)
     try:
@@ -61,28 +71,38 @@ def paired_significance(db_path: Path | str, study: str, test_sets: dict[str, Pa
             " AND t.task = split_part(r.task, '~', 1)) AS target_lang "
             "FROM runs r WHERE study = ? AND task_kind = 'translation' AND status = 'ok' AND eval_status = 'ok' "
             "ORDER BY run_id", [study]).df()
+        previous = con.execute("SELECT * FROM mt_significance WHERE study = ?", [study]).df()
     finally:
         con.close()
-    rows = []
+    kept = {key: group for key, group in previous.groupby(["run_id", "inputs_sha256"])}
+    rows: list[dict] = []
     for (task, _seed), group in runs.groupby(["task", "seed"]):
-        baseline = group[group.method == "full"]
-        others = group[group.method != "full"]
+        baseline = group[group.method == "full"].head(1)
         test_set = test_sets.get(task.split("~", 1)[0])
-        if baseline.empty or others.empty or test_set is None:
+        if baseline.empty or test_set is None or not Path(test_set).is_file():
             continue
         references = [json.loads(line)["tgt"] for line in _lines(Path(test_set))]
-        systems = []
-        for run in pd.concat([baseline.head(1), others]).itertuples():
-            hypotheses = _lines(Path(run.predictions)) if run.predictions else []
-            if len(hypotheses) != len(references):  # a hypothesis with a newline would misalign every pair
-                log.warning("%s: %d hypotheses for %d references, not tested", run.run_id, len(hypotheses),
-                            len(references))
-                continue
-            systems.append((run.run_id, hypotheses))
-        if len(systems) < 2 or systems[0][0] != baseline.run_id.iloc[0]:
+        base_file = Path(baseline.predictions.iloc[0] or "")
+        if not base_file.is_file() or len(_lines(base_file)) != len(references):
+            log.warning("%s: no hypotheses aligned with %s, its task and seed are not tested",
+                        baseline.run_id.iloc[0], test_set)
             continue
-        target_lang = group.target_lang.iloc[0] or ""
-        metrics = {"bleu": BLEU(trg_lang=target_lang), "chrf": CHRF()}
+        systems = [(baseline.run_id.iloc[0], _lines(base_file))]
+        hashes = {}
+        for run in group[group.method != "full"].itertuples():
+            run_file = Path(run.predictions or "")
+            if not run_file.is_file() or len(_lines(run_file)) != len(references):
+                # a hypothesis with a newline in it would misalign every pair after it
+                log.warning("%s: no hypotheses aligned with %s, not tested", run.run_id, test_set)
+                continue
+            hashes[run.run_id] = _sha256(run_file, base_file, Path(test_set))
+            if (run.run_id, hashes[run.run_id]) in kept:
+                rows += kept[run.run_id, hashes[run.run_id]].to_dict("records")
+            else:
+                systems.append((run.run_id, _lines(run_file)))
+        if len(systems) < 2:
+            continue
+        metrics = {"bleu": BLEU(trg_lang=group.target_lang.iloc[0] or ""), "chrf": CHRF()}
         signatures, scores = PairedTest(systems, metrics, references=[references], test_type="bs",
                                         n_samples=BOOTSTRAP_RESAMPLES)()
         for name, column in zip(metrics, [k for k in scores if k != "System"], strict=True):
@@ -91,5 +111,5 @@ def paired_significance(db_path: Path | str, study: str, test_sets: dict[str, Pa
                 rows.append({"study": study, "run_id": run_id, "baseline_run_id": systems[0][0], "metric": name,
                              "score": result.score, "baseline_score": base_score, "bootstrap_mean": result.mean,
                              "ci95": result.ci, "p_value": result.p_value, "n_examples": len(references),
-                             "signature": str(signatures[column])})
+                             "signature": str(signatures[column]), "inputs_sha256": hashes[run_id]})
     return _replace_study_rows(db_path, "mt_significance", study, pd.DataFrame(rows))
