@@ -200,15 +200,7 @@ def load_expectations(db_path: Path | str, study: str, path: Path | str | None) 
     """Replace the study's rows of paper_claims in results.duckdb with the claims of `path` (none: the study
     has no expectations file, or no longer has one); returns how many. Atomic like aggregate (copy, one
     transaction, rename), so readers never see a partial update."""
-    from .store import updating
+    from .store import replace_study_rows
 
-    if path is None:
-        frame = pd.DataFrame(columns=[c for c, _, _ in STUDY_TABLES["paper_claims"][1]])
-    else:
-        frame = read_expectations(path, study)
-    with updating(db_path) as con:
-        con.execute("DELETE FROM paper_claims WHERE study = ?", [study])
-        con.register("_claims", frame)
-        con.execute("INSERT INTO paper_claims BY NAME SELECT * FROM _claims")
-        con.unregister("_claims")
-    return len(frame)
+    frame = pd.DataFrame() if path is None else read_expectations(path, study)
+    return replace_study_rows(db_path, "paper_claims", study, frame)

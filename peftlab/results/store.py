@@ -54,6 +54,18 @@ def aggregate(run_dirs: Iterable[Path | str], db_path: Path | str) -> dict[str, 
     return {table: len(frame) for table, frame in frames.items()}
 
 
+def replace_study_rows(db_path: Path | str, table: str, study: str, frame: pd.DataFrame) -> int:
+    """Replace the rows of `study` in one of STUDY_TABLES with `frame` (its columns by name), atomically."""
+    frame = frame.reindex(columns=[c for c, _, _ in STUDY_TABLES[table][1]])
+    with updating(db_path) as con:
+        con.execute(f"DELETE FROM {table} WHERE study = ?", [study])
+        if len(frame):
+            con.register("_rows", frame)
+            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
+            con.unregister("_rows")
+    return len(frame)
+
+
 @contextmanager
 def updating(db_path: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to a copy of `db_path` (schema and views created) inside one transaction; on a clean

@@ -15,23 +15,10 @@ import pandas as pd
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.significance import PairedTest
 
-from .schema import STUDY_TABLES
-from .store import connect_readonly, updating
+from .store import connect_readonly, replace_study_rows
 
 log = logging.getLogger(__name__)
 BOOTSTRAP_RESAMPLES = 1000
-
-
-def _replace_study_rows(db_path: Path | str, table: str, study: str, frame: pd.DataFrame) -> int:
-    columns = [c for c, _, _ in STUDY_TABLES[table][1]]
-    frame = frame.reindex(columns=columns)
-    with updating(db_path) as con:
-        con.execute(f"DELETE FROM {table} WHERE study = ?", [study])
-        if len(frame):
-            con.register("_rows", frame)
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
-            con.unregister("_rows")
-    return len(frame)
 
 
 def load_study_tasks(db_path: Path | str, study: str, tasks: dict[str, dict]) -> int:
@@ -40,7 +27,7 @@ def load_study_tasks(db_path: Path | str, study: str, tasks: dict[str, dict]) ->
              "target_lang": task.get("target_lang"), "language": task.get("language"),
              "distance": None if task.get("distance") is None else str(task["distance"])}
             for name, task in tasks.items()]
-    return _replace_study_rows(db_path, "study_tasks", study, pd.DataFrame(rows))
+    return replace_study_rows(db_path, "study_tasks", study, pd.DataFrame(rows))
 
 
 def _lines(path: Path) -> list[str]:
@@ -112,4 +99,4 @@ def paired_significance(db_path: Path | str, study: str, test_sets: dict[str, Pa
                              "score": result.score, "baseline_score": base_score, "bootstrap_mean": result.mean,
                              "ci95": result.ci, "p_value": result.p_value, "n_examples": len(references),
                              "signature": str(signatures[column]), "inputs_sha256": hashes[run_id]})
-    return _replace_study_rows(db_path, "mt_significance", study, pd.DataFrame(rows))
+    return replace_study_rows(db_path, "mt_significance", study, pd.DataFrame(rows))
