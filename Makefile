@@ -20,7 +20,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 demo: setup
 	PATH=$(abspath $(BIN)):$$PATH snakemake --profile profiles/local --cores $(CORES)
 	$(BIN)/peftlab tables --db results/results.duckdb --view method_comparison --view training_cost
-	@echo "more: $(BIN)/peftlab tables (every view), $(BIN)/peftlab query 'SELECT ...', make report"
+	@echo "more: $(BIN)/peftlab tables (all study views), $(BIN)/peftlab query 'SELECT ...', make report"
 
 test: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q

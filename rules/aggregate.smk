@@ -3,6 +3,7 @@
 # job); the declared output is this study's aggregation summary. A study with the paper's headline
 # figures beside its config (config/studies/<study>.expected.yaml) loads them into paper_claims too.
 EXPECTED = [f"config/studies/{STUDY}.expected.yaml"] if Path(f"config/studies/{STUDY}.expected.yaml").exists() else []
+RUN_TASKS = sorted({grid.base_name(run.task) for run in RUNS})  # config task names, variants folded in
 
 
 rule aggregate:
@@ -15,10 +16,10 @@ rule aggregate:
         run_dirs=[run.path for run in RUNS],
         db="results/results.duckdb",
         study=STUDY,
-        tasks={name: config["tasks"][name] for name in sorted({grid.base_name(run.task) for run in RUNS})},
+        tasks={name: config["tasks"][name] for name in RUN_TASKS},
         test_sets={
             name: f"results/{STUDY}/corpora/{name}/test.jsonl"
-            for name in sorted({grid.base_name(run.task) for run in RUNS})
+            for name in RUN_TASKS
             if config["tasks"][name]["kind"] == "translation"
         },
         code=fingerprint("peftlab/results"),
