@@ -111,8 +111,14 @@ def key(w):
 '''
 
 
-def write_twin(twin_dir: Path, jobs: list[dict], outputs: dict[str, dict]) -> None:
-    """The twin Snakefile and its input table; rule order as in peftlab (the first rule is the target)."""
+def write_twin(twin_dir: Path, jobs: list[dict], outputs: dict[str, dict], source_dir: Path) -> None:
+    """The twin Snakefile, its input table and the files no job writes (config files), copied from source_dir;
+    rule order as in peftlab (the first rule is the target)."""
+    produced = {f for job in jobs for f in job["output"]}
+    for source in {f for job in jobs for f in job["input"]} - produced:
+        if (source_dir / source).is_file():
+            (twin_dir / source).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source_dir / source, twin_dir / source)
     inputs: dict[str, dict[str, list[str]]] = {}
     for job in jobs:
         wc = job["wildcards"]
@@ -178,12 +184,7 @@ def dry_run_bench(configfile: str, repeats: int, work: Path) -> list[str]:
     args = ["-n", "--cores", "1", "--configfile", configfile]
     first, listing = snakemake(real, *args)  # also warms the page cache for both
     jobs = parse_jobs(listing)
-    write_twin(twin, jobs, rule_outputs(real, configfile))
-    produced = {f for job in jobs for f in job["output"]}
-    for source in {f for job in jobs for f in job["input"]} - produced:  # files no job writes (config files)
-        if (real / source).is_file():
-            (twin / source).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(real / source, twin / source)
+    write_twin(twin, jobs, rule_outputs(real, configfile), real)
     _, twin_listing = snakemake(twin, "-n", "--cores", "1")
     n_real, n_twin = job_count(listing), job_count(twin_listing)
     if n_real != n_twin or len(jobs) != n_real:
@@ -213,12 +214,7 @@ def noop_bench(configfile: str, repeats: int, work: Path) -> list[str]:
     twin.mkdir()
     _, listing = snakemake(real, "-n", "--cores", "2", "--configfile", configfile)
     jobs = parse_jobs(listing)
-    write_twin(twin, jobs, rule_outputs(real, configfile))
-    produced = {f for job in jobs for f in job["output"]}
-    for source in {f for job in jobs for f in job["input"]} - produced:  # files no job writes (config files)
-        if (real / source).is_file():
-            (twin / source).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(real / source, twin / source)
+    write_twin(twin, jobs, rule_outputs(real, configfile), real)
     print(f"running {configfile} to completion ({len(jobs)} jobs; minutes of CPU) ...", file=sys.stderr, flush=True)
     full, _ = snakemake(real, "--cores", "2", "--configfile", configfile)
     twin_full, _ = snakemake(twin, "--cores", "2")

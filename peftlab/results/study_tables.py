@@ -70,15 +70,17 @@ def paired_significance(db_path: Path | str, study: str, test_sets: dict[str, Pa
             continue
         references = [json.loads(line)["tgt"] for line in _lines(Path(test_set))]
         base_file = Path(baseline.predictions.iloc[0] or "")
-        if not base_file.is_file() or len(_lines(base_file)) != len(references):
+        base_hypotheses = _lines(base_file) if base_file.is_file() else []
+        if len(base_hypotheses) != len(references):
             log.warning("%s: no hypotheses aligned with %s, its task and seed are not tested",
                         baseline.run_id.iloc[0], test_set)
             continue
-        systems = [(baseline.run_id.iloc[0], _lines(base_file))]
+        systems = [(baseline.run_id.iloc[0], base_hypotheses)]
         hashes = {}
         for run in group[group.method != "full"].itertuples():
             run_file = Path(run.predictions or "")
-            if not run_file.is_file() or len(_lines(run_file)) != len(references):
+            hypotheses = _lines(run_file) if run_file.is_file() else []
+            if len(hypotheses) != len(references):
                 # a hypothesis with a newline in it would misalign every pair after it
                 log.warning("%s: no hypotheses aligned with %s, not tested", run.run_id, test_set)
                 continue
@@ -86,7 +88,7 @@ def paired_significance(db_path: Path | str, study: str, test_sets: dict[str, Pa
             if (run.run_id, hashes[run.run_id]) in kept:
                 rows += kept[run.run_id, hashes[run.run_id]].to_dict("records")
             else:
-                systems.append((run.run_id, _lines(run_file)))
+                systems.append((run.run_id, hypotheses))
         if len(systems) < 2:
             continue
         metrics = {"bleu": BLEU(trg_lang=group.target_lang.iloc[0] or ""), "chrf": CHRF()}
