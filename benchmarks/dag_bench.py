@@ -165,7 +165,7 @@ def header() -> str:
 
 
 def startup_floor(repeats: int) -> tuple[list[float], list[float], list[float]]:
-    """Seconds to start python, to start snakemake, and to import peftlab's grid (torch, transformers, peft)."""
+    """Seconds to start python, to start snakemake, and to import peftlab's grid (which must not load torch)."""
     times: tuple[list[float], list[float], list[float]] = ([], [], [])
     commands = ([sys.executable, "-c", "pass"], [*SNAKEMAKE, "--version"],
                 [sys.executable, "-c", "import peftlab.grid"])
@@ -200,7 +200,7 @@ def dry_run_bench(configfile: str, repeats: int, work: Path) -> list[str]:
              row("bare twin: same rules, jobs and files", n_twin, times["twin"]),
              row("startup: python -c pass", "", py),
              row("startup: python -m snakemake --version", "", sm),
-             row("python -c 'import peftlab.grid' (torch, transformers, peft)", "", imp),
+             row("python -c 'import peftlab.grid'", "", imp),
              "",
              f"ratio peftlab / bare twin (medians): {ratio:.2f}x  (target: <= 1.5x)",
              f"peftlab overhead beyond the twin: {real_s - twin_s:.1f} s, "

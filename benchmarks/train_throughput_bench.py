@@ -39,7 +39,8 @@ import torch
 
 from peftlab.data import build_shards, load_split, prepare_corpus
 from peftlab.models import build_marian, load_tokenizer, train_tokenizer
-from peftlab.train import TrainConfig, train
+from peftlab.train import train
+from peftlab.train_config import TrainConfig
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore")

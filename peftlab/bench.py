@@ -16,7 +16,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from peftlab.atomic import write_json
-from peftlab.models import default_device, load_trained, read_jsonl, shard_labels, source_prefix
+from peftlab.model_source import source_prefix
+from peftlab.models import default_device, load_trained, read_jsonl, shard_labels
 from peftlab.train import peak_memory_mb
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from peftlab.classify import MAX_FIT_ROWS, evaluate_classifier
 from peftlab.data import load_split
 from peftlab.data.shards import subset_rows
 from peftlab.forgetting import representation_drift, retained_quality
-from peftlab.models import default_device, load_base, load_trained, read_jsonl, shard_labels, source_prefix
+from peftlab.model_source import source_prefix
+from peftlab.models import default_device, load_base, load_trained, read_jsonl, shard_labels
 
 log = logging.getLogger(__name__)
 

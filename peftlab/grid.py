@@ -10,13 +10,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from peftlab.data import check_corpus_spec
-from peftlab.methods import METHODS, get_method, make_method_config, solve_budget
-from peftlab.models import resolve_model_path
-from peftlab.train import TrainConfig
+from peftlab.methods import METHODS, get_method, make_method_config
+from peftlab.model_source import resolve_model_path
+from peftlab.train_config import TrainConfig
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 NO_BUDGET = "none"
@@ -119,6 +121,10 @@ def train_config(config: dict, method: str, task: str | None = None) -> dict:
 
 def architecture_on_meta(config: dict, model_name: str, kind: str) -> torch.nn.Module | None:
     """The base model's architecture without weights, when it is knowable offline; else None."""
+    spec = config["base_models"][model_name]
+    if spec["source"] == "hub" and not hub_config_cached(spec):
+        return None  # the train job checks the budget instead; no need to import transformers to learn this
+    import torch
     from transformers import (
         AutoConfig,
         AutoModelForSeq2SeqLM,
@@ -126,7 +132,6 @@ def architecture_on_meta(config: dict, model_name: str, kind: str) -> torch.nn.M
         MarianConfig,
     )
 
-    spec = config["base_models"][model_name]
     if spec["source"] == "build":
         b = spec["build"]
         arch = MarianConfig(vocab_size=b["vocab_size"], d_model=b["d_model"], encoder_layers=b["layers"],
@@ -143,6 +148,14 @@ def architecture_on_meta(config: dict, model_name: str, kind: str) -> torch.nn.M
         if kind == "translation":
             return AutoModelForSeq2SeqLM.from_config(arch)
         return AutoModelForSequenceClassification.from_config(arch)
+
+
+def hub_config_cached(spec: dict) -> bool:
+    """Whether a hub model's config.json is in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(spec["id"], "config.json", revision=spec.get("revision"))
+    return isinstance(found, str)
 
 
 def check_config(config: dict) -> None:
@@ -201,6 +214,8 @@ def check_budgets(config: dict) -> None:
                 if model is None:
                     log.info("budget of %s on %s is checked when its job starts (model not cached)", method, model_name)
                     break
+                from peftlab.methods import solve_budget  # torch: only once some architecture is known
+
                 solve_budget(model, entry["method"], entry.get("options", {}), float(budget))
 
 

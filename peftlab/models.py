@@ -27,12 +27,9 @@ from transformers import (
 )
 
 from peftlab.methods import load_method
+from peftlab.model_source import ModelError
 
 SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
-
-
-class ModelError(ValueError):
-    """A base-model spec that cannot be honoured (unknown source, missing local path)."""
 
 
 def language_tag(lang: str) -> str:
@@ -77,30 +74,6 @@ def build_marian(tokenizer: PreTrainedTokenizerBase, *, d_model: int, layers: in
     return MarianMTModel(config)
 
 
-def resolve_model_path(spec: dict, built_dir: Path | None = None) -> str:
-    """Where from_pretrained should load a base model: a hub id, a local folder, or the built one."""
-    source = spec["source"]
-    if source == "hub":
-        return spec["id"]
-    if source == "local":
-        path = Path(spec["path"])
-        if not (path / "config.json").exists():
-            raise ModelError(f"base model path {path} has no config.json")
-        return str(path)
-    if source == "package":
-        import importlib.resources
-
-        try:
-            return str(importlib.resources.files(spec["package"]) / spec.get("subdir", "model"))
-        except ModuleNotFoundError as exc:
-            raise ModelError(f"base model package {spec['package']!r} is not installed: pip install it") from exc
-    if source == "build":
-        if built_dir is None:
-            raise ModelError("a built base model needs the folder it was built into")
-        return str(built_dir)
-    raise ModelError(f"unknown base model source {source!r}; expected hub, local, package or build")
-
-
 def load_tokenizer(path: str, spec: dict | None = None) -> PreTrainedTokenizerBase:
     spec = spec or {}
     return AutoTokenizer.from_pretrained(
@@ -132,12 +105,6 @@ def model_identity(path: str, spec: dict) -> str:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def source_prefix(model_spec: dict, task: dict) -> str:
-    """The text put before every source sentence: a target-language tag for multilingual Marian models."""
-    template = model_spec.get("source_prefix", ">>{target_lang}<< " if model_spec["source"] == "build" else "")
-    return template.format(target_lang=task.get("target_lang", ""), source_lang=task.get("source_lang", ""))
 
 
 def load_base(model_path: str, model_spec: dict, task: dict,

@@ -32,7 +32,8 @@ from peftlab.methods import (
 )
 from peftlab.models import build_marian, default_device, load_base, load_tokenizer, model_identity, shard_labels
 from peftlab.provenance import package_versions, utc_now
-from peftlab.train import Preempted, TrainConfig, train
+from peftlab.train import Preempted, train
+from peftlab.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 

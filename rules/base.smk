@@ -31,7 +31,7 @@ rule pretrain_base:
     params:
         build=lambda w: canonical(model_spec(w.model)["build"]),
         checkpoints="results/{study}/checkpoints/base/{model}",
-        code=fingerprint("peftlab/models.py", "peftlab/train.py"),
+        code=fingerprint("peftlab/models.py", "peftlab/train.py", "peftlab/train_config.py"),
     log:
         "logs/{study}/pretrain_base/{model}.log",
     # Nothing else can run until the base model exists: ask for every core (Snakemake caps a

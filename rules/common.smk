@@ -94,7 +94,7 @@ def base_model_dir(model):
 
 
 def model_path(model):
-    from peftlab.models import resolve_model_path
+    from peftlab.model_source import resolve_model_path
 
     built = Path(f"results/{STUDY}/base/{model}/model") if is_built(model) else None
     return resolve_model_path(model_spec(model), built)

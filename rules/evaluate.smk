@@ -4,7 +4,7 @@
 
 def pretraining_pairs(w):
     """task -> (corpus dir, source prefix, target language) of the base model's pretraining pairs."""
-    from peftlab.models import source_prefix
+    from peftlab.model_source import source_prefix
 
     spec = model_spec(task_model(w.task))
     tasks = spec.get("build", {}).get("pretrain_tasks", []) if task_entry(w.task)["kind"] == "translation" else []

@@ -30,7 +30,8 @@ def shared_training(w):
 
 
 def train_code(w):
-    return fingerprint("peftlab/train.py", "peftlab/runs.py", "peftlab/models.py", *method_code(w.method))
+    return fingerprint("peftlab/train.py", "peftlab/train_config.py", "peftlab/runs.py", "peftlab/models.py",
+                       "peftlab/model_source.py", *method_code(w.method))
 
 
 rule train:

@@ -20,8 +20,8 @@ from peftlab.methods import (
     save_method,
     solve_budget,
 )
-from peftlab.methods.coda import CodaLayer, ParallelLayer
 from peftlab.methods.coda import layer as coda_layer
+from peftlab.methods.coda.layer import CodaLayer, ParallelLayer
 from peftlab.methods.tiny import example_batch, tiny_model
 
 torch.set_num_threads(1)

@@ -20,7 +20,8 @@ from peftlab.methods import (
     solve_budget,
     trainable_state_dict,
 )
-from peftlab.methods.sparse import MaskedLinear, prune_at_init
+from peftlab.methods.sparse.layer import MaskedLinear
+from peftlab.methods.sparse.model import prune_at_init
 from peftlab.methods.tiny import example_batch, minilm_classifier, tiny_model
 
 torch.set_num_threads(1)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from peftlab.evaluate import mt_scores
-from peftlab.models import ModelError, build_marian, load_tokenizer, resolve_model_path, train_tokenizer
+from peftlab.model_source import ModelError, resolve_model_path
+from peftlab.models import build_marian, load_tokenizer, train_tokenizer
 
 TEXT = ["Save the file", "Datei speichern", "Enregistrer le fichier", "Сохранить файл", "Open a new window",
         "Neues Fenster öffnen", "Ouvrir une nouvelle fenêtre", "Открыть новое окно"] * 20

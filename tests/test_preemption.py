@@ -16,7 +16,8 @@ from pathlib import Path
 from safetensors.torch import save_file
 sys.path.insert(0, sys.argv[3])
 from test_train import copy_rows, tiny_model
-from peftlab.train import TrainConfig, train
+from peftlab.train import train
+from peftlab.train_config import TrainConfig
 torch.set_num_threads(1)
 model = tiny_model()
 cfg = TrainConfig(lr=3e-3, batch_size=8, max_steps=200, warmup_steps=10, eval_interval=10, patience=100)

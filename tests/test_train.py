@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import MarianConfig, MarianMTModel
 
-from peftlab.train import Preempted, TrainConfig, TrainConfigError, batch_order, get_lr, train
+from peftlab.train import Preempted, batch_order, get_lr, train
+from peftlab.train_config import TrainConfig, TrainConfigError
 
 torch.set_num_threads(1)
 

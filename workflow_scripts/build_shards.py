@@ -4,7 +4,8 @@ from _setup import start
 
 start(snakemake)  # noqa: F821
 from peftlab.data import build_shards  # noqa: E402
-from peftlab.models import load_tokenizer, source_prefix  # noqa: E402
+from peftlab.model_source import source_prefix  # noqa: E402
+from peftlab.models import load_tokenizer  # noqa: E402
 
 sm = snakemake  # noqa: F821
 tokenizer = load_tokenizer(sm.params.tokenizer_path, sm.params.model_spec)

@@ -18,7 +18,12 @@ Counting convention (count_parameters, used for every method and every budget):
 Methods without a size knob (base, full, bitfit, lntuning, ia3) run once, not once per budget.
 """
 
-# Importing a method's package registers it.
+import importlib
+from typing import TYPE_CHECKING
+
+# Importing a method's package registers it. Packages, configs and the registry import without torch;
+# what needs torch (core, budget, each method's model.py) loads on first use, so the workflow plans a
+# grid of thousands of jobs without importing torch, peft or transformers.
 from . import (  # noqa: F401
     base,
     bitfit,
@@ -34,16 +39,6 @@ from . import (  # noqa: F401
     prefix,
     sparse,
 )
-from .budget import BudgetSolution, solve_budget
-from .core import (
-    ParamCount,
-    apply_method,
-    count_parameters,
-    load_method,
-    merge_method,
-    save_method,
-    trainable_state_dict,
-)
 from .registry import (
     METHODS,
     BudgetError,
@@ -55,6 +50,37 @@ from .registry import (
     make_method_config,
     register_method,
 )
+
+_LAZY = {
+    "BudgetSolution": ".budget",
+    "solve_budget": ".budget",
+    "ParamCount": ".core",
+    "apply_method": ".core",
+    "count_parameters": ".core",
+    "load_method": ".core",
+    "merge_method": ".core",
+    "save_method": ".core",
+    "trainable_state_dict": ".core",
+}
+
+if TYPE_CHECKING:
+    from .budget import BudgetSolution, solve_budget
+    from .core import (
+        ParamCount,
+        apply_method,
+        count_parameters,
+        load_method,
+        merge_method,
+        save_method,
+        trainable_state_dict,
+    )
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "METHODS",

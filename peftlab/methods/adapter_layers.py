@@ -5,22 +5,13 @@ Marian or NLLB (M2M100) at all. (Not named bottleneck.py: that shadows a package
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
+from .adapter_options import ACTIVATION_NAMES
 from .wrapping import MethodLayer
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "swish": nn.SiLU, "tanh": nn.Tanh}
-MAX_WIDTH = 4  # the largest bottleneck the budget solver may pick, in multiples of d_model
-
-
-def bottleneck_range(model_config: Any) -> range:
-    """Bottleneck sizes the budget solver may choose. Past d the adapter is wider than the model, but a
-    10% budget with one adapter per layer needs that on vocabulary-heavy models (in XLM-R ~70% of the
-    parameters are embeddings)."""
-    return range(1, MAX_WIDTH * model_config.hidden_size + 1)
+ACTIVATIONS = dict(zip(ACTIVATION_NAMES, (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh), strict=True))
 DOWN_INIT_STD = 1e-2  # Houlsby et al. 2019, Sec. 2.1: near-identity initialisation
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class MethodError(ValueError):
@@ -86,36 +87,33 @@ def normalise_names(cfg: MethodConfig, name: str) -> None:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method.
+    """A registered method: its config class, and the module whose `inject` applies it.
 
-    `inject(model, cfg)` does the method-specific part of `apply_method` on a model whose parameters are
-    already all frozen: it wraps or adds modules, marks the method's parameters trainable and returns the
-    model (or a wrapper around it, for peft's prompt-learning models).
+    The module is imported on first use, so the registry and every config import without torch, peft or
+    transformers: the workflow validates a grid of thousands of jobs without loading them.
     """
 
     name: str
     config_cls: type[MethodConfig]
-    inject: Callable[[nn.Module, MethodConfig], nn.Module]
+    model_module: str
     mergeable: bool = False  # can merge_method fold it into the base weights (LoRA, IA3)
 
     @property
     def knob(self) -> str | None:
         return self.config_cls.knob
 
-    def apply(self, model: nn.Module, cfg: MethodConfig) -> nn.Module:
-        from .core import apply_method  # the common freezing and head handling lives there
-
-        return apply_method(model, cfg)
+    def inject(self, model: nn.Module, cfg: MethodConfig) -> nn.Module:
+        """The method-specific part of `apply_method`, on a model whose parameters are already all frozen:
+        wrap or add modules, mark the method's parameters trainable, return the model (or a wrapper
+        around it, for peft's prompt-learning models)."""
+        return importlib.import_module(self.model_module).inject(model, cfg)
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
 def register_method(
-    name: str,
-    config_cls: type[MethodConfig],
-    inject: Callable[[nn.Module, MethodConfig], nn.Module],
-    mergeable: bool = False,
+    name: str, config_cls: type[MethodConfig], model_module: str, mergeable: bool = False
 ) -> MethodSpec:
     if name in METHODS:
         raise MethodError(f"method {name!r} is already registered")
@@ -124,7 +122,7 @@ def register_method(
     knob = config_cls.knob
     if knob is not None and knob not in {f.name for f in fields(config_cls)}:
         raise MethodError(f"{config_cls.__name__}: knob {knob!r} is not one of its fields")
-    spec = MethodSpec(name=name, config_cls=config_cls, inject=inject, mergeable=mergeable)
+    spec = MethodSpec(name=name, config_cls=config_cls, model_module=model_module, mergeable=mergeable)
     METHODS[name] = spec
     return spec
 

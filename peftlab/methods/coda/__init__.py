@@ -1,47 +1,7 @@
 """coda: CoDA conditional adapters (Lei et al. 2023), the project's own implementation (no PEFT library has
 them): routed tokens only through each frozen encoder layer, a parallel adapter for every token."""
 
-import re
-
-from torch import nn
-
-from ..families import family_of
-from ..registry import MethodError, register_method
+from ..registry import register_method
 from .config import CodaConfig
-from .layer import CodaLayer, ParallelLayer
 
-# whole layers, by family (families.py names projections inside them)
-_ENCODER = {
-    "bert": r"(.*\.)?encoder\.layer\.\d+",
-    "bart": r"(.*\.)?encoder\.layers\.\d+",
-    "t5": r"(.*\.)?encoder\.block\.\d+",
-}
-_DECODER = {"bart": r"(.*\.)?decoder\.layers\.\d+", "t5": r"(.*\.)?decoder\.block\.\d+"}
-
-
-def inject(model: nn.Module, cfg: CodaConfig) -> nn.Module:
-    family = family_of(model)
-    attention = model.config._attn_implementation
-    if attention not in ("eager", "sdpa"):
-        raise MethodError(f"coda: needs eager or sdpa attention (4D masks it can cut down), not {attention!r}")
-    dim = model.config.hidden_size
-    t5 = family.name == "t5"
-    _wrap_layers(model, _ENCODER[family.name], lambda layer: CodaLayer(layer, dim, cfg, t5))
-    if cfg.decoder_adapters and model.config.is_encoder_decoder:
-        _wrap_layers(model, _DECODER[family.name], lambda layer: ParallelLayer(layer, dim, cfg))
-    return model
-
-
-def _wrap_layers(model: nn.Module, pattern: str, make) -> None:
-    names = [n for n, _ in model.named_modules() if re.fullmatch(pattern, n)]
-    if not names:
-        raise MethodError(f"coda: no layer of this {type(model).__name__} matches {pattern}")
-    for name in names:
-        parent, _, child = name.rpartition(".")
-        layers = model.get_submodule(parent)
-        setattr(layers, child, make(getattr(layers, child)))
-
-
-register_method("coda", CodaConfig, inject)
-
-__all__ = ["CodaConfig", "CodaLayer", "ParallelLayer"]
+register_method("coda", CodaConfig, f"{__name__}.model")

@@ -1,7 +1,7 @@
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..adapter_layers import ACTIVATIONS, bottleneck_range
+from ..adapter_options import ACTIVATION_NAMES, bottleneck_range
 from ..registry import MethodConfig, MethodError, check_choice, check_float, check_int
 
 GATES = ("soft_topk", "sigmoid")
@@ -39,7 +39,7 @@ class CodaConfig(MethodConfig):
     gate: str = field(default="soft_topk", metadata={"help": f"router gate, one of {list(GATES)}"})
     router_temperature: float = field(default=0.1, metadata={"help": "temperature t of the gate"})
     scaling: float = field(default=1.0, metadata={"help": "the adapter's output is multiplied by this"})
-    activation: str = field(default="relu", metadata={"help": f"nonlinearity, one of {sorted(ACTIVATIONS)}"})
+    activation: str = field(default="relu", metadata={"help": f"nonlinearity, one of {sorted(ACTIVATION_NAMES)}"})
     decoder_adapters: bool = field(default=True, metadata={"help": "dense parallel adapters on decoder layers"})
 
     def __post_init__(self) -> None:
@@ -52,7 +52,7 @@ class CodaConfig(MethodConfig):
         if self.router_temperature <= 0:
             raise MethodError(f"coda: option 'router_temperature' must be > 0, got {self.router_temperature!r}")
         check_float(self, "scaling")
-        check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "activation", ACTIVATION_NAMES)
         check_choice(self, "decoder_adapters", (True, False))
 
     def knob_range(self, model_config: Any) -> range:

@@ -1,28 +1,6 @@
 """compacter: Houlsby-placed adapters built from PHM layers with shared rule matrices."""
 
-from torch import nn
-
-from ..adapter_layers import AdapterWrapper
-from ..families import family_of
-from ..registry import MethodError, register_method
-from ..wrapping import wrap_modules
+from ..registry import register_method
 from .config import CompacterConfig
-from .layer import PHMAdapter, new_rule
 
-
-def inject(model: nn.Module, cfg: CompacterConfig) -> nn.Module:
-    family = family_of(model)
-    if model.config.hidden_size % cfg.phm_dim:
-        raise MethodError(f"compacter: hidden size {model.config.hidden_size} is not a multiple of phm_dim")
-    weight = next(model.parameters())
-    rule = new_rule(cfg.phm_dim, weight.device, weight.dtype)  # one set for the whole model
-
-    def make(name: str, linear: nn.Linear) -> AdapterWrapper:
-        adapter = PHMAdapter(linear.out_features, cfg.bottleneck, rule, cfg.phm_rank, cfg.activation)
-        return AdapterWrapper(linear, adapter)
-
-    wrap_modules(model, [family.attn_out, family.ffn_out], make, cfg.method)
-    return model
-
-
-register_method("compacter", CompacterConfig, inject)
+register_method("compacter", CompacterConfig, f"{__name__}.model")

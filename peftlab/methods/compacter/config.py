@@ -1,7 +1,7 @@
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..adapter_layers import ACTIVATIONS
+from ..adapter_options import ACTIVATION_NAMES
 from ..registry import MethodConfig, MethodError, check_choice, check_int
 
 
@@ -26,13 +26,13 @@ class CompacterConfig(MethodConfig):
     bottleneck: int = field(default=32, metadata={"help": "bottleneck r, a multiple of phm_dim (the knob)"})
     phm_dim: int = field(default=4, metadata={"help": "n: Kronecker summands / rule matrix size"})
     phm_rank: int = field(default=1, metadata={"help": "k: rank of the factorised PHM weights"})
-    activation: str = field(default="gelu", metadata={"help": f"nonlinearity, one of {sorted(ACTIVATIONS)}"})
+    activation: str = field(default="gelu", metadata={"help": f"nonlinearity, one of {sorted(ACTIVATION_NAMES)}"})
 
     def __post_init__(self) -> None:
         check_int(self, "bottleneck")
         check_int(self, "phm_dim")
         check_int(self, "phm_rank")
-        check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "activation", ACTIVATION_NAMES)
         if self.bottleneck % self.phm_dim:
             raise MethodError(f"compacter: bottleneck {self.bottleneck} is not a multiple of phm_dim")
 

@@ -2,6 +2,5 @@
 
 from ..registry import register_method
 from .config import HoulsbyConfig
-from .model import inject
 
-register_method("houlsby", HoulsbyConfig, inject)
+register_method("houlsby", HoulsbyConfig, f"{__name__}.model")

@@ -1,7 +1,7 @@
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..adapter_layers import ACTIVATIONS, bottleneck_range
+from ..adapter_options import ACTIVATION_NAMES, bottleneck_range
 from ..registry import MethodConfig, check_choice, check_int
 
 
@@ -20,14 +20,14 @@ class HoulsbyConfig(MethodConfig):
     knob: ClassVar[str] = "bottleneck"
 
     bottleneck: int = field(default=64, metadata={"help": "bottleneck size r (the size knob)"})
-    activation: str = field(default="gelu", metadata={"help": f"nonlinearity, one of {sorted(ACTIVATIONS)}"})
+    activation: str = field(default="gelu", metadata={"help": f"nonlinearity, one of {sorted(ACTIVATION_NAMES)}"})
     cross_attention: bool = field(
         default=False, metadata={"help": "add a third adapter on the decoder's cross-attention output"}
     )
 
     def __post_init__(self) -> None:
         check_int(self, "bottleneck")
-        check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "activation", ACTIVATION_NAMES)
         check_choice(self, "cross_attention", (True, False))
 
     def knob_range(self, model_config: Any) -> range:

@@ -1,24 +1,6 @@
 """ia3: (IA)^3 through peft's inject_adapter_in_model (the transformers model stays itself)."""
 
-from peft import IA3Config, inject_adapter_in_model
-from torch import nn
-
-from ..families import family_of
-from ..registry import MethodError, register_method
+from ..registry import register_method
 from .config import IA3MethodConfig
 
-
-def inject(model: nn.Module, cfg: IA3MethodConfig) -> nn.Module:
-    family = family_of(model)
-    if cfg.target_modules is None:  # regexes: exact attach points (see families.py)
-        targets, feedforward = family.ia3_targets, family.ia3_feedforward
-    else:
-        targets, feedforward = list(cfg.target_modules), list(cfg.feedforward_modules)
-    peft_config = IA3Config(target_modules=targets, feedforward_modules=feedforward)
-    try:
-        return inject_adapter_in_model(peft_config, model)
-    except ValueError as err:
-        raise MethodError(f"ia3: {err}") from err
-
-
-register_method("ia3", IA3MethodConfig, inject, mergeable=True)
+register_method("ia3", IA3MethodConfig, f"{__name__}.model", mergeable=True)

@@ -3,6 +3,5 @@
 
 from ..registry import register_method
 from .config import LoraMethodConfig
-from .model import inject
 
-register_method("lora", LoraMethodConfig, inject, mergeable=True)
+register_method("lora", LoraMethodConfig, f"{__name__}.model", mergeable=True)

@@ -1,18 +1,6 @@
 """pfeiffer: one bottleneck adapter per layer, after the FFN (Houlsby's layer, one attach point)."""
 
-from torch import nn
-
-from ..adapter_layers import bottleneck_wrapper
-from ..families import family_of
 from ..registry import register_method
-from ..wrapping import wrap_modules
 from .config import PfeifferConfig
 
-
-def inject(model: nn.Module, cfg: PfeifferConfig) -> nn.Module:
-    make = bottleneck_wrapper(cfg.bottleneck, cfg.activation)
-    wrap_modules(model, [family_of(model).ffn_out], make, cfg.method)
-    return model
-
-
-register_method("pfeiffer", PfeifferConfig, inject)
+register_method("pfeiffer", PfeifferConfig, f"{__name__}.model")

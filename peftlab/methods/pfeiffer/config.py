@@ -1,7 +1,7 @@
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..adapter_layers import ACTIVATIONS, bottleneck_range
+from ..adapter_options import ACTIVATION_NAMES, bottleneck_range
 from ..registry import MethodConfig, check_choice, check_int
 
 
@@ -18,11 +18,11 @@ class PfeifferConfig(MethodConfig):
     knob: ClassVar[str] = "bottleneck"
 
     bottleneck: int = field(default=64, metadata={"help": "bottleneck size r (the size knob)"})
-    activation: str = field(default="relu", metadata={"help": f"nonlinearity, one of {sorted(ACTIVATIONS)}"})
+    activation: str = field(default="relu", metadata={"help": f"nonlinearity, one of {sorted(ACTIVATION_NAMES)}"})
 
     def __post_init__(self) -> None:
         check_int(self, "bottleneck")
-        check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "activation", ACTIVATION_NAMES)
 
     def knob_range(self, model_config: Any) -> range:
         return bottleneck_range(model_config)

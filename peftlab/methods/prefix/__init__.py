@@ -1,27 +1,7 @@
 """prefix: prefix tuning through peft's get_peft_model (prompt learning needs peft's model wrapper,
 which prepends the prefix as past key/values); apply_method returns that PeftModel."""
 
-from peft import PrefixTuningConfig, TaskType, get_peft_model
-from torch import nn
-
-from ..core import task_heads
-from ..registry import MethodError, register_method
+from ..registry import register_method
 from .config import PrefixConfig
 
-
-def inject(model: nn.Module, cfg: PrefixConfig) -> nn.Module:
-    if task_heads(model) and model.config.is_encoder_decoder:
-        # peft 0.21: MBartForSequenceClassification fails (no `classifier` to wrap), T5's asks for input_ids
-        name = type(model).__name__
-        raise MethodError(f"prefix: peft cannot prefix-tune an encoder-decoder classifier ({name})")
-    if task_heads(model):
-        task = TaskType.SEQ_CLS
-    elif model.config.is_encoder_decoder:
-        task = TaskType.SEQ_2_SEQ_LM
-    else:
-        raise MethodError(f"prefix: supports seq2seq and classification models, not {type(model).__name__}")
-    peft_config = PrefixTuningConfig(task_type=task, num_virtual_tokens=cfg.num_virtual_tokens)
-    return get_peft_model(model, peft_config)
-
-
-register_method("prefix", PrefixConfig, inject)
+register_method("prefix", PrefixConfig, f"{__name__}.model")

@@ -3,14 +3,10 @@ implements pruning adapters at initialisation, and the paper's code is a fork of
 
     cfg = make_method_config("sparse", {"base": "pfeiffer", "sparsity": 0.8, "scoring": "snip"})
     model = apply_method(model, cfg)          # prunes with SNIP on a synthetic batch
-    prune_at_init(model, cfg, first_batch)    # optional, before training: SNIP on real data instead
+    prune_at_init(model, cfg, first_batch)    # .model; optional, before training: SNIP on real data instead
 """
 
 from ..registry import register_method
 from .config import SparseConfig
-from .layer import MaskedLinear
-from .model import inject, prune_at_init, synthetic_batch
 
-register_method("sparse", SparseConfig, inject)
-
-__all__ = ["MaskedLinear", "SparseConfig", "prune_at_init", "synthetic_batch"]
+register_method("sparse", SparseConfig, f"{__name__}.model")
