@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from peftlab.data import check_corpus_spec
 from peftlab.methods import METHODS, get_method, make_method_config
-from peftlab.model_source import resolve_model_path
+from peftlab.model_source import ModelError, resolve_model_path
 from peftlab.train_config import TrainConfig
 
 if TYPE_CHECKING:
@@ -182,6 +182,11 @@ def check_config(config: dict) -> None:
         if VARIANT in name:
             raise ConfigError(f"methods.{name}: '{VARIANT}' is reserved for study axes (e.g. lora{VARIANT}lr0.001)")
     for name, spec in config["base_models"].items():
+        if spec["source"] != "build":  # a missing package or local folder fails now, not in every job
+            try:
+                resolve_model_path(spec)
+            except ModelError as err:
+                raise ConfigError(f"base_models.{name}: {err}") from None
         for key in ("pretrain_tasks", "denoise_tasks"):
             for task in spec.get("build", {}).get(key, []):
                 if task not in tasks:

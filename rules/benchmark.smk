@@ -11,7 +11,7 @@ rule benchmark:
         record="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/bench.json",
     params:
         settings=canonical(config["benchmark"]),
-        model_path=lambda w: model_path(task_model(w.task)),
+        built_dir=lambda w: built_dir(task_model(w.task)),
         model_spec=lambda w: canonical(model_spec(task_model(w.task))),
         task=lambda w: canonical(task_entry(w.task)),
         code=fingerprint("peftlab/bench.py"),

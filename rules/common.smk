@@ -93,11 +93,10 @@ def base_model_dir(model):
     return [f"results/{STUDY}/base/{model}/model"] if is_built(model) else []
 
 
-def model_path(model):
-    from peftlab.model_source import resolve_model_path
-
-    built = Path(f"results/{STUDY}/base/{model}/model") if is_built(model) else None
-    return resolve_model_path(model_spec(model), built)
+def built_dir(model):
+    """A built base model's folder, else None. Jobs resolve the model's path themselves (resolve_model_path):
+    a package model's path is absolute, and as a param it would rerun every job when .venv moves."""
+    return f"results/{STUDY}/base/{model}/model" if is_built(model) else None
 
 
 def run_dir(w):

@@ -23,7 +23,7 @@ rule build_shards:
     params:
         task=lambda w: canonical(task_entry(w.task)),
         model_spec=lambda w: canonical(model_spec(w.model)),
-        tokenizer_path=lambda w: f"results/{STUDY}/base/{w.model}/tokenizer" if is_built(w.model) else model_path(w.model),
+        built_tokenizer=lambda w: f"results/{STUDY}/base/{w.model}/tokenizer" if is_built(w.model) else None,
         code=fingerprint("peftlab/data", "peftlab/model_source.py"),
     log:
         "logs/{study}/build_shards/{model}/{task}.log",

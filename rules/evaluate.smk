@@ -24,7 +24,7 @@ rule evaluate:
         predictions="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/test.predictions.txt",
     params:
         settings=canonical(config["evaluate"]),
-        model_path=lambda w: model_path(task_model(w.task)),
+        built_dir=lambda w: built_dir(task_model(w.task)),
         model_spec=lambda w: canonical(model_spec(task_model(w.task))),
         task=lambda w: canonical(task_entry(w.task)),
         pretraining=pretraining_pairs,

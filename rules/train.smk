@@ -44,7 +44,7 @@ rule train:
         method_dir=directory("results/{study}/runs/{task}/{method}/{budget}/seed{seed}/method"),
     params:
         run=lambda w: canonical(run_spec(w)),
-        model_path=lambda w: model_path(task_model(w.task)),
+        built_dir=lambda w: built_dir(task_model(w.task)),
         model_spec=lambda w: canonical(model_spec(task_model(w.task))),
         task=lambda w: canonical(task_entry(w.task)),
         checkpoints="results/{study}/checkpoints/{task}/{method}/{budget}/seed{seed}",
@@ -67,7 +67,7 @@ rule train_multitask:
         method_dir=directory("results/{study}/multitask/{model}/{method}/{budget}/seed{seed}/method"),
     params:
         run=lambda w: canonical(multitask_spec(w)),
-        model_path=lambda w: model_path(w.model),
+        built_dir=lambda w: built_dir(w.model),
         model_spec=lambda w: canonical(model_spec(w.model)),
         task=lambda w: canonical(task_entry(grid.multitask_tasks(config, w.model, w.method)[0])),
         checkpoints="results/{study}/checkpoints/multitask/{model}/{method}/{budget}/seed{seed}",

@@ -6,6 +6,7 @@ would and ask Snakemake (a dry run) which jobs that invalidates.
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import duckdb
@@ -93,6 +94,15 @@ def test_a_second_run_has_nothing_to_do(finished):
     assert "Nothing to be done" in snakemake(finished, "-n").stdout
 
 
+def test_no_job_param_holds_a_path_outside_the_study(finished):
+    """Params are rerun triggers: a path into the environment (the MiniLM package under .venv) would rerun
+    every job of that model whenever the environment moves or Python is upgraded."""
+    recorded = [json.loads(f.read_text()) for f in (finished / ".snakemake" / "metadata").iterdir()]
+    params = [p for record in recorded for p in record.get("params") or []]
+    assert len(params) > 100
+    assert not [p for p in params if sys.prefix in str(p) or str(finished) in str(p)]
+
+
 def test_changing_loras_learning_rate_reruns_only_lora(finished):
     config = yaml.safe_load((finished / "config" / "test.yaml").read_text())
     config["methods"]["lora"]["train"]["lr"] = 1e-2
@@ -135,8 +145,9 @@ def test_editing_evaluation_code_reruns_no_training(finished):
         (lambda c: c["methods"].update(lora2={"method": "loraa"}), "unknown method 'loraa'"),
         (lambda c: c["grid"].update(budgets=[1e-6]), "budget"),
         (lambda c: c["methods"]["lora"]["options"].update(rnk=4), "rnk"),
+        (lambda c: c["base_models"]["minilm"].update(package="no_such_model"), "'no_such_model' is not installed"),
     ],
-    ids=["unknown-key", "unknown-method", "unreachable-budget", "unknown-option"],
+    ids=["unknown-key", "unknown-method", "unreachable-budget", "unknown-option", "missing-model-package"],
 )
 def test_bad_config_stops_before_any_job(finished, change, message):
     config = yaml.safe_load((finished / "config" / "test.yaml").read_text())

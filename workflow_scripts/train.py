@@ -4,9 +4,11 @@ from pathlib import Path
 from _setup import start
 
 start(snakemake)  # noqa: F821
+from peftlab.model_source import resolve_model_path  # noqa: E402
 from peftlab.runs import adopt_shared_training, failure_recorded, train_run  # noqa: E402
 
 sm = snakemake  # noqa: F821
+model_path = resolve_model_path(sm.params.model_spec, sm.params.built_dir)  # resolved here, not a param (see built_dir)
 shard_dirs = [Path(s).parent for s in sm.input.shards]
 manifests = [json.loads((d / "manifest.json").read_text())["corpus_sha256"] for d in shard_dirs]
 run = {**sm.params.run, "code_fingerprint": sm.params.code, "data_manifest_sha256": "+".join(manifests) or None}
@@ -17,6 +19,6 @@ with failure_recorded(Path(sm.output.record), identity, Path(sm.log[0])):
         adopt_shared_training(Path(sm.input.shared[0]), Path(sm.input.shared[0]).parent / "method", run,
                               record_path=Path(sm.output.record), method_dir=Path(sm.output.method_dir))
     else:
-        train_run(run, model_path=sm.params.model_path, model_spec=sm.params.model_spec, task=sm.params.task,
+        train_run(run, model_path=model_path, model_spec=sm.params.model_spec, task=sm.params.task,
                   shard_dirs=shard_dirs, method_dir=Path(sm.output.method_dir), record_path=Path(sm.output.record),
                   checkpoint_dir=Path(sm.params.checkpoints), log_path=Path(sm.params.curve))
