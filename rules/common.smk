@@ -14,10 +14,13 @@ from peftlab import grid
 from peftlab.provenance import code_fingerprint
 
 validate(config, schema="../config/schema.yaml")
-try:
-    grid.check_config(config)
-except ValueError as error:
-    raise WorkflowError(f"config error: {error}") from None
+# A cluster job parses the workflow again; the process that planned it has checked the config, and the
+# budget check alone would import torch, transformers and peft in every job (10-25 s each on SLURM).
+if workflow.is_main_process:
+    try:
+        grid.check_config(config)
+    except ValueError as error:
+        raise WorkflowError(f"config error: {error}") from None
 
 STUDY = config["study"]
 RUNS = grid.expand_runs(config)

@@ -4,8 +4,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -36,19 +34,10 @@ def run_snakemake(workdir: Path, *args: str, env: dict | None = None, check: boo
 
 
 @pytest.fixture(scope="session")
-def local_study_started(tmp_path_factory) -> Iterator[tuple[Path, Future]]:
-    """The test study's local run, in the background. The SLURM study requests this first: its jobs leave the
-    cores idle while the plugin polls (about three quarters of its 15 minutes), and the local run fills them."""
-    workdir = copy_repo(tmp_path_factory.mktemp("local") / "repo")
-    with ThreadPoolExecutor(1) as pool:
-        yield workdir, pool.submit(run_snakemake, workdir)
-
-
-@pytest.fixture(scope="session")
-def local_study(local_study_started) -> Path:
+def local_study(tmp_path_factory) -> Path:
     """A copy of the repo with the test study run to completion on this machine."""
-    workdir, run = local_study_started
-    run.result()
+    workdir = copy_repo(tmp_path_factory.mktemp("local") / "repo")
+    run_snakemake(workdir)
     return workdir
 
 

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
 
 
 @pytest.fixture(scope="module")
-def slurm_study(local_study_started, slurm_cluster, tmp_path_factory) -> tuple[Path, str]:
+def slurm_study(slurm_cluster, tmp_path_factory) -> tuple[Path, str]:
     workdir = copy_repo(tmp_path_factory.mktemp("slurm_study") / "repo")
     result = slurm_helpers.run_snakemake_slurm(workdir, workdir / "Snakefile", configfile=Path("config/test.yaml"),
                                                timeout=2700)
