@@ -1,6 +1,11 @@
 # Two entry points for a fresh machine: `make demo` and `make test`. Each sets up its own
-# virtual environment first (torch's CPU build before everything else, so pip pulls no CUDA).
+# virtual environment first, torch before everything else so that the build chosen here is the one kept.
+# TORCH_INDEX picks torch's build: empty means pip's configured index (PyPI's Linux wheel is the CUDA
+# build); for a CPU-only machine without a local CPU wheel, pass PyTorch's CPU wheel index, e.g.
+#   make demo TORCH_INDEX=<the CPU index URL from pytorch.org's install selector>
 PYTHON ?= python3
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
@@ -12,9 +17,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(BIN)/python -m pip install -q -r requirements-dev.txt
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q -e ".[demo]"
 	touch $@
 
 demo: setup

@@ -1,22 +1,19 @@
 # A base model built here: a joint vocabulary, then pretraining on the tagged pretraining pairs.
 
 
-def vocabulary_corpora(w):
-    return expand("results/{study}/corpora/{task}/manifest.json", study=w.study,
-                  task=grid.tasks_of_model(config, w.model))
-
-
 rule build_tokenizer:
     input:
         vocabulary_corpora,
     output:
         "results/{study}/base/{model}/tokenizer/tokenizer.json",
     params:
-        build=lambda w: canonical(model_spec(w.model)["build"]),
+        vocab_size=lambda w: model_spec(w.model)["build"]["vocab_size"],
         languages=lambda w: grid.task_languages(config, w.model),
         code=fingerprint("peftlab/models.py"),
     log:
         "logs/{study}/build_tokenizer/{model}.log",
+    conda:
+        "../environment.yml"
     script:
         "../workflow_scripts/build_tokenizer.py"
 
@@ -27,11 +24,12 @@ rule pretrain_base:
         shards=lambda w: [shards_of(t) for t in model_spec(w.model)["build"]["pretrain_tasks"]],
         denoise=lambda w: [shards_of(t) for t in model_spec(w.model)["build"].get("denoise_tasks", [])],
     output:
-        directory("results/{study}/base/{model}/model"),
+        model=directory("results/{study}/base/{model}/model"),
+        manifest="results/{study}/base/{model}/manifest.json",
     params:
         build=lambda w: canonical(model_spec(w.model)["build"]),
         checkpoints="results/{study}/checkpoints/base/{model}",
-        code=fingerprint("peftlab/models.py", "peftlab/train.py", "peftlab/train_config.py"),
+        code=fingerprint("peftlab/models.py", "peftlab/runs.py", "peftlab/train.py", "peftlab/train_config.py"),
     log:
         "logs/{study}/pretrain_base/{model}.log",
     # Nothing else can run until the base model exists: ask for every core (Snakemake caps a
@@ -39,5 +37,7 @@ rule pretrain_base:
     threads: 1024
     # It gates every MT run: schedule it before jobs that can wait.
     priority: 10
+    conda:
+        "../environment.yml"
     script:
         "../workflow_scripts/pretrain_base.py"

@@ -6,7 +6,7 @@ rule benchmark:
         train="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/train.json",
         method_dir="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/method",
         corpus=lambda w: f"results/{w.study}/corpora/{grid.base_name(w.task)}/manifest.json",
-        shards=lambda w: ancient(shards_of(w.task)),
+        shards=lambda w: shards_of(w.task),
     output:
         record="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/bench.json",
     params:
@@ -18,5 +18,7 @@ rule benchmark:
     log:
         "logs/{study}/benchmark/{task}/{method}/{budget}/seed{seed}.log",
     threads: THREADS
+    conda:
+        "../environment.yml"
     script:
         "../workflow_scripts/benchmark.py"

@@ -11,7 +11,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)  # run from a checkout without installing peftlab
 
 from peftlab import grid
-from peftlab.provenance import code_fingerprint
+from peftlab.provenance import code_fingerprint, folder_content_hash
 
 validate(config, schema="../config/schema.yaml")
 # A cluster job parses the workflow again; the process that planned it has checked the config, and the
@@ -91,9 +91,43 @@ def shards_of(task):
     return f"results/{STUDY}/shards/{task_model(task)}/{grid.base_name(task)}/manifest.json"
 
 
-def base_model_dir(model):
-    """Inputs a job needs for its base model: the built folder, or nothing for hub/local/package models."""
-    return [f"results/{STUDY}/base/{model}/model"] if is_built(model) else []
+def base_model_input(model):
+    """A built base model's manifest (sha256 of every file), or nothing for hub/local/package models.
+
+    Jobs depend on the manifest, not on the folder, and not through ancient(): a rebuilt model reruns
+    its runs in the same invocation, while touching the weights changes nothing (the manifest is
+    untouched) and touching the manifest changes nothing either (Snakemake compares the checksum it
+    recorded for it)."""
+    return [f"results/{STUDY}/base/{model}/manifest.json"] if is_built(model) else []
+
+
+@functools.cache
+def model_content(model):
+    """A local base model's content hash: replacing the model in its folder reruns its runs. Hub models
+    are pinned by revision and package models by the package's version, so they need none."""
+    spec = model_spec(model)
+    if spec["source"] != "local":
+        return None
+    return folder_content_hash(Path(spec["path"]), Path(".snakemake/peftlab/content_hashes.json"))
+
+
+# What data jobs compute with: a task's entry without its training options and the keys no data job
+# reads, so that changing how a task is trained rebuilds no data (and so reruns no other runs).
+NOT_DATA_KEYS = {"train", "base_model", "distance"}
+
+
+def corpus_task(task):
+    return {k: v for k, v in task_entry(task).items() if k not in NOT_DATA_KEYS | {"max_length"}}
+
+
+def shard_task(task):
+    return {k: v for k, v in task_entry(task).items() if k not in NOT_DATA_KEYS}
+
+
+def tokenizer_spec(model):
+    """What tokenizing with a base model depends on: its spec less the pretraining recipe (a built model's
+    tokenizer is an input of its own)."""
+    return {k: v for k, v in model_spec(model).items() if k != "build"}
 
 
 def built_dir(model):
@@ -108,3 +142,47 @@ def run_dir(w):
 
 def final_outputs():
     return [f"{run.path}/{name}.json" for run in RUNS for name in ("train", "eval", "bench")]
+
+
+def vocabulary_corpora(w):
+    return expand("results/{study}/corpora/{task}/manifest.json", study=w.study,
+                  task=grid.tasks_of_model(config, w.model))
+
+
+def run_spec(w):
+    entry = method_entry(w.method)
+    return {
+        "run_id": f"{w.study}/{w.task}/{w.method}/{w.budget}/seed{w.seed}",
+        "study": w.study, "task": w.task, "method": w.method, "method_name": entry["method"],
+        "budget": w.budget, "seed": int(w.seed), "options": entry.get("options", {}),
+        "train": grid.train_config(config, w.method, w.task), "base_model": task_model(w.task),
+        "train_size": grid.train_size(w.task),
+    }
+
+
+def multitask_spec(w):
+    tasks = grid.multitask_tasks(config, w.model, w.method)
+    return {**run_spec(SimpleNamespace(**{**vars(w), "task": tasks[0]})), "task": "multitask", "tasks": tasks,
+            "run_id": f"{w.study}/multitask/{w.model}/{w.method}/{w.budget}/seed{w.seed}"}
+
+
+def shared_training(w):
+    """The multi-task run a task's run adopts, or nothing for a single-task method."""
+    if not method_entry(w.method).get("multitask"):
+        return []
+    return [f"results/{w.study}/multitask/{task_model(w.task)}/{w.method}/{w.budget}/seed{w.seed}/train.json"]
+
+
+def train_code(w):
+    return fingerprint("peftlab/train.py", "peftlab/train_config.py", "peftlab/runs.py", "peftlab/models.py",
+                       "peftlab/model_source.py", *method_code(w.method))
+
+
+def pretraining_pairs(w):
+    """task -> (corpus dir, source prefix, target language) of the base model's pretraining pairs."""
+    from peftlab.model_source import source_prefix
+
+    spec = model_spec(task_model(w.task))
+    tasks = spec.get("build", {}).get("pretrain_tasks", []) if task_entry(w.task)["kind"] == "translation" else []
+    return {t: (f"results/{STUDY}/corpora/{t}", source_prefix(spec, config["tasks"][t]),
+                config["tasks"][t]["target_lang"]) for t in tasks}

@@ -6,10 +6,12 @@ rule prepare_corpus:
     output:
         "results/{study}/corpora/{task}/manifest.json",
     params:
-        task=lambda w: canonical(task_entry(w.task)),
-        code=fingerprint("peftlab/data"),
+        task=lambda w: canonical(corpus_task(w.task)),
+        code=fingerprint("peftlab/data/clean.py", "peftlab/data/l10n.py", "peftlab/data/sources.py"),
     log:
         "logs/{study}/prepare_corpus/{task}.log",
+    conda:
+        "../environment.yml"
     script:
         "../workflow_scripts/prepare_corpus.py"
 
@@ -21,11 +23,14 @@ rule build_shards:
     output:
         "results/{study}/shards/{model}/{task}/manifest.json",
     params:
-        task=lambda w: canonical(task_entry(w.task)),
-        model_spec=lambda w: canonical(model_spec(w.model)),
+        task=lambda w: canonical(shard_task(w.task)),
+        model_spec=lambda w: canonical(tokenizer_spec(w.model)),
+        model_content=lambda w: model_content(w.model),
         built_tokenizer=lambda w: f"results/{STUDY}/base/{w.model}/tokenizer" if is_built(w.model) else None,
-        code=fingerprint("peftlab/data", "peftlab/model_source.py"),
+        code=fingerprint("peftlab/data/clean.py", "peftlab/data/shards.py", "peftlab/model_source.py"),
     log:
         "logs/{study}/build_shards/{model}/{task}.log",
+    conda:
+        "../environment.yml"
     script:
         "../workflow_scripts/build_shards.py"

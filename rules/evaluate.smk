@@ -2,22 +2,12 @@
 # against the base model, and for a built MT model its quality on its pretraining pairs.
 
 
-def pretraining_pairs(w):
-    """task -> (corpus dir, source prefix, target language) of the base model's pretraining pairs."""
-    from peftlab.model_source import source_prefix
-
-    spec = model_spec(task_model(w.task))
-    tasks = spec.get("build", {}).get("pretrain_tasks", []) if task_entry(w.task)["kind"] == "translation" else []
-    return {t: (f"results/{STUDY}/corpora/{t}", source_prefix(spec, config["tasks"][t]),
-                config["tasks"][t]["target_lang"]) for t in tasks}
-
-
 rule evaluate:
     input:
         train="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/train.json",
         method_dir="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/method",
         corpus=lambda w: f"results/{w.study}/corpora/{grid.base_name(w.task)}/manifest.json",
-        shards=lambda w: ancient(shards_of(w.task)),
+        shards=lambda w: shards_of(w.task),
         pretraining=lambda w: [f"{d}/manifest.json" for d, _, _ in pretraining_pairs(w).values()],
     output:
         record="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/eval.json",
@@ -32,5 +22,7 @@ rule evaluate:
     log:
         "logs/{study}/evaluate/{task}/{method}/{budget}/seed{seed}.log",
     threads: THREADS
+    conda:
+        "../environment.yml"
     script:
         "../workflow_scripts/evaluate.py"

@@ -24,5 +24,7 @@ rule figures:
         code=fingerprint("peftlab/results"),
     log:
         "logs/{study}/figures.log",
+    conda:
+        "../environment.yml"
     script:
         "../workflow_scripts/figures.py"

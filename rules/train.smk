@@ -1,43 +1,15 @@
 # One training job per (task, method, budget, seed). Hyperparameters and the method's own code
 # reach the rule through params, so changing either reruns exactly the affected runs. The base
-# model and shards are ancient(): touching them does not retrain the grid; rebuilding them does.
+# model and the shards come in as small checksummed manifests (not ancient(), which hides a rebuilt
+# input until a second invocation): rebuilding them retrains, touching them does not.
 # A method entry with `multitask: true` trains one model per (base model, method, budget, seed)
 # on the union of the study's translation tasks (train_multitask); each task's run adopts it.
 
 
-def run_spec(w):
-    entry = method_entry(w.method)
-    return {
-        "run_id": f"{w.study}/{w.task}/{w.method}/{w.budget}/seed{w.seed}",
-        "study": w.study, "task": w.task, "method": w.method, "method_name": entry["method"],
-        "budget": w.budget, "seed": int(w.seed), "options": entry.get("options", {}),
-        "train": grid.train_config(config, w.method, w.task), "base_model": task_model(w.task),
-        "train_size": grid.train_size(w.task),
-    }
-
-
-def multitask_spec(w):
-    tasks = grid.multitask_tasks(config, w.model, w.method)
-    return {**run_spec(SimpleNamespace(**{**vars(w), "task": tasks[0]})), "task": "multitask", "tasks": tasks,
-            "run_id": f"{w.study}/multitask/{w.model}/{w.method}/{w.budget}/seed{w.seed}"}
-
-
-def shared_training(w):
-    """The multi-task run a task's run adopts, or nothing for a single-task method."""
-    if not method_entry(w.method).get("multitask"):
-        return []
-    return [f"results/{w.study}/multitask/{task_model(w.task)}/{w.method}/{w.budget}/seed{w.seed}/train.json"]
-
-
-def train_code(w):
-    return fingerprint("peftlab/train.py", "peftlab/train_config.py", "peftlab/runs.py", "peftlab/models.py",
-                       "peftlab/model_source.py", *method_code(w.method))
-
-
 rule train:
     input:
-        shards=lambda w: [] if shared_training(w) else [ancient(shards_of(w.task))],
-        base=lambda w: [ancient(p) for p in base_model_dir(task_model(w.task))],
+        shards=lambda w: [] if shared_training(w) else [shards_of(w.task)],
+        base=lambda w: base_model_input(task_model(w.task)),
         shared=shared_training,
     output:
         record="results/{study}/runs/{task}/{method}/{budget}/seed{seed}/train.json",
@@ -46,6 +18,7 @@ rule train:
         run=lambda w: canonical(run_spec(w)),
         built_dir=lambda w: built_dir(task_model(w.task)),
         model_spec=lambda w: canonical(model_spec(task_model(w.task))),
+        model_content=lambda w: model_content(task_model(w.task)),
         task=lambda w: canonical(task_entry(w.task)),
         checkpoints="results/{study}/checkpoints/{task}/{method}/{budget}/seed{seed}",
         curve="logs/{study}/train/{task}/{method}/{budget}/seed{seed}.jsonl",
@@ -53,14 +26,16 @@ rule train:
     log:
         "logs/{study}/train/{task}/{method}/{budget}/seed{seed}.log",
     threads: THREADS
+    conda:
+        "../environment.yml"
     script:
         "../workflow_scripts/train.py"
 
 
 rule train_multitask:
     input:
-        shards=lambda w: [ancient(shards_of(t)) for t in grid.multitask_tasks(config, w.model, w.method)],
-        base=lambda w: [ancient(p) for p in base_model_dir(w.model)],
+        shards=lambda w: [shards_of(t) for t in grid.multitask_tasks(config, w.model, w.method)],
+        base=lambda w: base_model_input(w.model),
         shared=[],
     output:
         record="results/{study}/multitask/{model}/{method}/{budget}/seed{seed}/train.json",
@@ -69,6 +44,7 @@ rule train_multitask:
         run=lambda w: canonical(multitask_spec(w)),
         built_dir=lambda w: built_dir(w.model),
         model_spec=lambda w: canonical(model_spec(w.model)),
+        model_content=lambda w: model_content(w.model),
         task=lambda w: canonical(task_entry(grid.multitask_tasks(config, w.model, w.method)[0])),
         checkpoints="results/{study}/checkpoints/multitask/{model}/{method}/{budget}/seed{seed}",
         curve="logs/{study}/train_multitask/{model}/{method}/{budget}/seed{seed}.jsonl",
@@ -76,5 +52,7 @@ rule train_multitask:
     log:
         "logs/{study}/train_multitask/{model}/{method}/{budget}/seed{seed}.log",
     threads: THREADS
+    conda:
+        "../environment.yml"
     script:
         "../workflow_scripts/train.py"

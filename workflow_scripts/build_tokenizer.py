@@ -18,5 +18,5 @@ def training_text():
                 yield row["tgt"]
 
 
-train_tokenizer(training_text(), Path(sm.output[0]).parent, vocab_size=sm.params.build["vocab_size"],
+train_tokenizer(training_text(), Path(sm.output[0]).parent, vocab_size=sm.params.vocab_size,
                 languages=sm.params.languages)
