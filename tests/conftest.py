@@ -35,7 +35,19 @@ def run_snakemake(workdir: Path, *args: str, env: dict | None = None, check: boo
 
 @pytest.fixture(scope="session")
 def local_study(tmp_path_factory) -> Path:
-    """A copy of the repo with the test study run to completion on this machine."""
+    """A copy of the repo with the test study run to completion on this machine.
+
+    PEFTLAB_FINISHED_STUDY=<folder> reuses a copy finished earlier (tests edit it) while iterating on the
+    workflow tests; the run below then only does what the current code and config invalidate."""
+    if reused := os.environ.get("PEFTLAB_FINISHED_STUDY"):
+        workdir = Path(reused)
+        for name in ("peftlab", "rules", "workflow_scripts", "config", "Snakefile"):  # the code under test
+            target = workdir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            (shutil.copytree if (REPO / name).is_dir() else shutil.copy2)(REPO / name, target)
+        run_snakemake(workdir)
+        return workdir
     workdir = copy_repo(tmp_path_factory.mktemp("local") / "repo")
     run_snakemake(workdir)
     return workdir
