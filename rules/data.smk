@@ -24,7 +24,7 @@ rule build_shards:
         task=lambda w: canonical(task_entry(w.task)),
         model_spec=lambda w: canonical(model_spec(w.model)),
         built_tokenizer=lambda w: f"results/{STUDY}/base/{w.model}/tokenizer" if is_built(w.model) else None,
-        code=fingerprint("peftlab/data", "peftlab/model_source.py"),
+        code=fingerprint("peftlab/data", "peftlab/model_source.py", "peftlab/languages.py"),
     log:
         "logs/{study}/build_shards/{model}/{task}.log",
     script:

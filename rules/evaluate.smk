@@ -3,13 +3,11 @@
 
 
 def pretraining_pairs(w):
-    """task -> (corpus dir, source prefix, target language) of the base model's pretraining pairs."""
-    from peftlab.model_source import source_prefix
-
+    """task -> (corpus dir, source language, target language) of the base model's pretraining pairs."""
     spec = model_spec(task_model(w.task))
     tasks = spec.get("build", {}).get("pretrain_tasks", []) if task_entry(w.task)["kind"] == "translation" else []
-    return {t: (f"results/{STUDY}/corpora/{t}", source_prefix(spec, config["tasks"][t]),
-                config["tasks"][t]["target_lang"]) for t in tasks}
+    return {t: (f"results/{STUDY}/corpora/{t}", config["tasks"][t]["source_lang"], config["tasks"][t]["target_lang"])
+            for t in tasks}
 
 
 rule evaluate:
@@ -28,7 +26,8 @@ rule evaluate:
         model_spec=lambda w: canonical(model_spec(task_model(w.task))),
         task=lambda w: canonical(task_entry(w.task)),
         pretraining=pretraining_pairs,
-        code=fingerprint("peftlab/evaluate.py", "peftlab/classify.py", "peftlab/ood.py", "peftlab/forgetting.py"),
+        code=fingerprint("peftlab/evaluate.py", "peftlab/classify.py", "peftlab/ood.py", "peftlab/forgetting.py",
+                         "peftlab/languages.py", "peftlab/scoring.py"),
     log:
         "logs/{study}/evaluate/{task}/{method}/{budget}/seed{seed}.log",
     threads: THREADS
