@@ -38,6 +38,12 @@ def translate(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, source
         batch = tokenizer([languages.prefix + sources[i] for i in ids], return_tensors="pt", padding=True,
                           truncation=True, max_length=256).to(device)
         out = model.generate(**batch, **codes, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False)
+        if forced_bos is not None:
+            # Drop the decoder start and the forced code: transformers 5.23's M2M100Tokenizer keeps "__de__" in
+            # text decoded with skip_special_tokens.
+            if not bool((out[:, 1] == forced_bos).all()):
+                raise RuntimeError(f"generation did not start with the target code (id {forced_bos})")
+            out = out[:, 2:]
         for i, text in zip(ids, tokenizer.batch_decode(out, skip_special_tokens=True), strict=True):
             hypotheses[i] = text.strip()
     return hypotheses

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from peftlab.evaluate import mt_scores
+from peftlab.scoring import mt_scores
 from peftlab.model_source import ModelError, resolve_model_path
 from peftlab.models import build_marian, load_tokenizer, train_tokenizer
 
