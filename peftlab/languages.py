@@ -214,9 +214,11 @@ def languages_of(spec: dict, task: dict) -> Languages:
             raise LanguageError(f"the source prefix {template!r} needs the English name of {lang!r}, which "
                                 "peftlab does not know: write the prefix out in the base model's source_prefix")
     prefix = template.format(source_lang=src, target_lang=tgt, **names)
-    if family.codes is None:
-        return Languages(src, tgt, family_name, prefix)
     overrides = spec.get("language_codes", {})
+    if family.codes is None:
+        if overrides:
+            raise LanguageError(f"language_codes is set, but the model's family ({family_name}) uses no codes")
+        return Languages(src, tgt, family_name, prefix)
     for lang, code in overrides.items():
         if code not in family.valid:
             raise LanguageError(f"language_codes maps {lang!r} to {code!r}, which is not a {family_name} code")
