@@ -94,7 +94,7 @@ def test_unknown_language_is_a_named_error_at_plan_time():
     with pytest.raises(LanguageError, match="'zh_TW', which is not a nllb code"):
         languages_of({**spec, "language_codes": {"zh": "zh_TW"}}, {"source_lang": "en", "target_lang": "zh"})
     with pytest.raises(LanguageError, match=r"family \(t5\) uses no codes"):
-        languages_of({"source": "hub", "id": "google/mt5-base", "language_codes": {"zh": "zh"}}, {"target_lang": "zh"})
+        languages_of({"source": "hub", "id": "google/mt5-base", "language_codes": {"zh": "zh"}}, {"source_lang": "en", "target_lang": "zh"})
 
 
 def test_shards_carry_the_codes_as_the_tokenizer_documents(tiny, corpus, tmp_path):
