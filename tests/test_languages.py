@@ -89,12 +89,13 @@ def test_unknown_language_is_a_named_error_at_plan_time():
     config["tasks"]["en-tr"]["target_lang"] = "el"  # mBART-50 has no Greek
     with pytest.raises(grid.ConfigError, match=r"tasks\.en-tr .*mbart50 has no language code for 'el'"):
         grid.check_config(config)
+    en_zh = {"source_lang": "en", "target_lang": "zh"}
     spec = {"source": "hub", "id": "facebook/nllb-200-distilled-600M", "language_codes": {"zh": "zho_Hant"}}
-    assert languages_of(spec, {"source_lang": "en", "target_lang": "zh"}).tgt_code == "zho_Hant"
+    assert languages_of(spec, en_zh).tgt_code == "zho_Hant"
     with pytest.raises(LanguageError, match="'zh_TW', which is not a nllb code"):
-        languages_of({**spec, "language_codes": {"zh": "zh_TW"}}, {"source_lang": "en", "target_lang": "zh"})
+        languages_of({**spec, "language_codes": {"zh": "zh_TW"}}, en_zh)
     with pytest.raises(LanguageError, match=r"family \(t5\) uses no codes"):
-        languages_of({"source": "hub", "id": "google/mt5-base", "language_codes": {"zh": "zh"}}, {"source_lang": "en", "target_lang": "zh"})
+        languages_of({"source": "hub", "id": "google/mt5-base", "language_codes": {"zh": "zh"}}, en_zh)
 
 
 def test_shards_carry_the_codes_as_the_tokenizer_documents(tiny, corpus, tmp_path):
