@@ -3,6 +3,8 @@ table (peftlab/languages.py); tiny random mBART-50-, NLLB- and M2M100-shaped mod
 classes (tests/language_models.py) show the codes land where each family expects them."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import sacrebleu
@@ -156,3 +158,16 @@ def test_japanese_bleu_is_scored_with_mecab():
     assert bleu["value"] == round(reference.score, 4)
     assert "tok:ja-mecab" in bleu["signature"]
     assert sacrebleu.corpus_bleu(JA_HYPOTHESES, [JA_REFERENCES]).score != pytest.approx(reference.score, abs=1)
+
+
+def test_a_workflow_script_error_reaches_the_rule_log(tmp_path):
+    """The M2M100 KeyError: None left an empty log: workflow scripts log to the file, the traceback went to stderr."""
+    log = tmp_path / "job.log"
+    code = ("import sys; sys.path.insert(0, 'workflow_scripts')\n"
+            "from types import SimpleNamespace\n"
+            "from _setup import start\n"
+            f"start(SimpleNamespace(log=[{str(log)!r}], threads=1))\n"
+            "{}[None]\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 1 and "KeyError: None" in proc.stderr
+    assert "KeyError: None" in log.read_text()
