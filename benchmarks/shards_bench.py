@@ -29,6 +29,7 @@ from pathlib import Path
 
 from peftlab.data import build_shards, prepare_corpus
 from peftlab.data.clean import read_jsonl
+from peftlab.languages import Languages
 from peftlab.models import load_tokenizer, train_tokenizer
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")  # the same for every contender
@@ -54,7 +55,8 @@ def make_corpus(work: Path, pairs: int) -> Path:
 
 
 def run_build_shards(corpus: Path, tokenizer, out: Path) -> None:
-    build_shards(corpus, tokenizer, out, tokenizer_id="bench", source_prefix=PREFIX, max_length=MAX_LENGTH)
+    build_shards(corpus, tokenizer, out, tokenizer_id="bench", languages=Languages(prefix=PREFIX),
+                 max_length=MAX_LENGTH)
 
 
 def run_datasets(corpus: Path, tokenizer, out: Path, write: bool) -> None:

@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from peftlab.data import build_shards, load_split, prepare_corpus
+from peftlab.languages import Languages
 from peftlab.models import build_marian, load_tokenizer, train_tokenizer
 from peftlab.train import train
 from peftlab.train_config import TrainConfig
@@ -60,8 +61,8 @@ def make_data(work: Path, vocab_size: int, random_ids: bool) -> tuple[list[dict]
         texts += [r["src"], r["tgt"]]
     train_tokenizer(texts, work / "tokenizer", vocab_size=vocab_size, languages=["en", "de"])
     tokenizer = load_tokenizer(str(work / "tokenizer"))
-    build_shards(work / "corpus", tokenizer, work / "shards", tokenizer_id="bench", source_prefix=">>de<< ",
-                 max_length=64)
+    build_shards(work / "corpus", tokenizer, work / "shards", tokenizer_id="bench",
+                 languages=Languages(prefix=">>de<< "), max_length=64)
     train_rows, dev_rows = load_split(work / "shards", "train"), load_split(work / "shards", "dev")
     if random_ids:
         rng = random.Random(0)

@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from peftlab.atomic import write_json
-from peftlab.model_source import source_prefix
+from peftlab.languages import NO_LANGUAGES, Languages, configure_tokenizer, languages_of
 from peftlab.models import default_device, load_trained, read_jsonl, shard_labels
 from peftlab.train import peak_memory_mb
 
@@ -53,15 +53,17 @@ def _row(task: str, batch_size: int, seq_len: int, ms: np.ndarray, device: str, 
 @torch.no_grad()
 def benchmark_generation(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, sources: list[str], *,
                          batch_sizes: list[int], warmup: int = 2, repeats: int = 5, new_tokens: int = 16,
-                         source_prefix: str = "", device: str = "cpu") -> list[dict]:
+                         languages: Languages = NO_LANGUAGES, device: str = "cpu") -> list[dict]:
+    forced_bos = configure_tokenizer(tokenizer, languages)  # generate as evaluation does (evaluate.translate)
+    codes = {"forced_bos_token_id": forced_bos} if forced_bos is not None else {}
     model.to(device).eval()
     rows = []
     for batch_size in batch_sizes:
-        texts = [source_prefix + s for s in (sources * batch_size)[:batch_size]]
+        texts = [languages.prefix + s for s in (sources * batch_size)[:batch_size]]
         batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=256).to(device)
-        ms = _timed(lambda b=batch: model.generate(**b, num_beams=1, do_sample=False, min_new_tokens=new_tokens,
-                                                   max_new_tokens=new_tokens), warmup=warmup, repeats=repeats,
-                    device=device)
+        ms = _timed(lambda b=batch: model.generate(**b, **codes, num_beams=1, do_sample=False,
+                                                   min_new_tokens=new_tokens, max_new_tokens=new_tokens),
+                    warmup=warmup, repeats=repeats, device=device)
         rows.append(_row("generate", batch_size, int(batch["input_ids"].shape[1]), ms, device,
                          new_tokens=new_tokens, warmup=warmup, repeats=repeats))
     return rows
@@ -95,7 +97,7 @@ def benchmark_run(run_id: str, *, model_path: str, model_spec: dict, task: dict,
     else:
         model, tokenizer = load_trained(model_path, model_spec, task, method_dir)
         rows = benchmark_generation(model, tokenizer, [r["src"] for r in test], new_tokens=settings["new_tokens"],
-                                    source_prefix=source_prefix(model_spec, task), **common)
+                                    languages=languages_of(model_spec, task), **common)
     record = {"run_id": run_id, "device": device, "threads": torch.get_num_threads(), "status": "ok",
               "measurements": rows}
     write_json(record, record_path)

@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import torch
-from sacrebleu.metrics import BLEU, CHRF, TER
 from transformers import PreTrainedTokenizerBase
 
 from peftlab.atomic import write_json, write_text
@@ -14,37 +13,40 @@ from peftlab.classify import MAX_FIT_ROWS, evaluate_classifier
 from peftlab.data import load_split
 from peftlab.data.shards import subset_rows
 from peftlab.forgetting import representation_drift, retained_quality
-from peftlab.model_source import source_prefix
+from peftlab.languages import NO_LANGUAGES, Languages, configure_tokenizer, languages_of
 from peftlab.models import default_device, load_base, load_trained, read_jsonl, shard_labels
+from peftlab.scoring import mt_scores
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
 def translate(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, sources: list[str], *,
-              source_prefix: str = "",
+              languages: Languages = NO_LANGUAGES,
               num_beams: int = 4, batch_size: int = 32, max_new_tokens: int = 64, device: str = "cpu") -> list[str]:
-    """Translate in length-sorted batches (less padding) and return hypotheses in the input order."""
+    """Translate in length-sorted batches (less padding) and return hypotheses in the input order.
+
+    `languages` is the direction as the shards were built with it: the source prefix, the tokenizer's language
+    codes, and the target code forced as the first generated token (mBART-50, NLLB, M2M100)."""
+    forced_bos = configure_tokenizer(tokenizer, languages)
+    codes = {"forced_bos_token_id": forced_bos} if forced_bos is not None else {}
     model.to(device).eval()
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     hypotheses: list[str] = [""] * len(sources)
     for start in range(0, len(order), batch_size):
         ids = order[start:start + batch_size]
-        batch = tokenizer([source_prefix + sources[i] for i in ids], return_tensors="pt", padding=True,
+        batch = tokenizer([languages.prefix + sources[i] for i in ids], return_tensors="pt", padding=True,
                           truncation=True, max_length=256).to(device)
-        out = model.generate(**batch, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False)
+        out = model.generate(**batch, **codes, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False)
+        if forced_bos is not None:
+            # Drop the decoder start and the forced code: transformers 5.23's M2M100Tokenizer keeps "__de__" in
+            # text decoded with skip_special_tokens.
+            if not bool((out[:, 1] == forced_bos).all()):
+                raise RuntimeError(f"generation did not start with the target code (id {forced_bos})")
+            out = out[:, 2:]
         for i, text in zip(ids, tokenizer.batch_decode(out, skip_special_tokens=True), strict=True):
             hypotheses[i] = text.strip()
     return hypotheses
-
-
-def mt_scores(hypotheses: list[str], references: list[str], target_lang: str) -> list[dict]:
-    """BLEU, chrF and TER as rows {metric, value, signature}; the signature says how each was computed."""
-    rows = []
-    for name, metric in (("bleu", BLEU(trg_lang=target_lang)), ("chrf", CHRF()), ("ter", TER())):
-        score = metric.corpus_score(hypotheses, [references])
-        rows.append({"metric": name, "value": round(score.score, 4), "signature": str(metric.get_signature())})
-    return rows
 
 
 def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, corpus_dir: Path, shard_dir: Path,
@@ -54,7 +56,7 @@ def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, 
     """Score a trained run on its test split(s), and measure what it forgot.
 
     Translation: beam search, sacrebleu BLEU/chrF/TER, and the same scores on the base model's
-    pretraining pairs (`pretraining`: task -> (corpus dir, source prefix, target language)).
+    pretraining pairs (`pretraining`: task -> (corpus dir, source language, target language)).
     Classification: accuracy and macro-F1 per test language, OOD detection (MSP, max logit, energy,
     Mahalanobis). Both: per-layer CKA between the base model's and the tuned model's representations.
     """
@@ -72,12 +74,14 @@ def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, 
     else:
         test = read_jsonl(corpus_dir / "test.jsonl")
         hypotheses = translate(model, tokenizer, [r["src"] for r in test],
-                               source_prefix=source_prefix(model_spec, task), num_beams=settings["num_beams"],
+                               languages=languages_of(model_spec, task), num_beams=settings["num_beams"],
                                batch_size=settings["batch_size"], max_new_tokens=settings["max_new_tokens"],
                                device=device)
         write_text("\n".join(hypotheses) + "\n", predictions_path)
         metrics = mt_scores(hypotheses, [r["tgt"] for r in test], task["target_lang"])
-        metrics += retained_quality(model, tokenizer, pretraining or {}, settings=settings, device=device,
+        pairs = {name: (Path(corpus), languages_of(model_spec, {"source_lang": src, "target_lang": tgt}))
+                 for name, (corpus, src, tgt) in (pretraining or {}).items()}
+        metrics += retained_quality(model, tokenizer, pairs, settings=settings, device=device,
                                     max_examples=settings.get("retained_examples"))
         n_examples = len(test)
     base, _ = load_base(model_path, model_spec, task, num_labels)

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from peftlab.languages import Languages
+
 POOLS = ("token", "mean")
 
 
@@ -126,22 +128,23 @@ def representation_drift(base_model: torch.nn.Module, tuned_model: torch.nn.Modu
     return cka_rows(layer_cka(base_model, tuned_model, batches, pool=pool), split=split, pool=pool, n_inputs=len(rows))
 
 
-def retained_quality(model: torch.nn.Module, tokenizer: object, pretraining: dict[str, tuple[Path, str, str]], *,
+def retained_quality(model: torch.nn.Module, tokenizer: object, pretraining: dict[str, tuple[Path, Languages]], *,
                      settings: dict, device: str = "cpu", max_examples: int | None = None) -> list[dict]:
     """MT forgetting: BLEU/chrF/TER of the (adapted) model on each pretraining pair's test split.
 
-    pretraining: task name -> (corpus dir, source prefix such as ">>fr<< ", target language). Rows carry
-    subset=<task name>; compare with the base run's rows for the same subsets.
+    pretraining: task name -> (corpus dir, the pair's Languages on this model). Rows carry subset=<task name>;
+    compare with the base run's rows for the same subsets.
     """
-    from peftlab.evaluate import mt_scores, translate
+    from peftlab.evaluate import translate
     from peftlab.models import read_jsonl
+    from peftlab.scoring import mt_scores
 
     rows = []
-    for name, (corpus_dir, prefix, target_lang) in pretraining.items():
+    for name, (corpus_dir, languages) in pretraining.items():
         test = read_jsonl(Path(corpus_dir) / "test.jsonl")[:max_examples]
-        hypotheses = translate(model, tokenizer, [r["src"] for r in test], source_prefix=prefix,
+        hypotheses = translate(model, tokenizer, [r["src"] for r in test], languages=languages,
                                num_beams=settings["num_beams"], batch_size=settings["batch_size"],
                                max_new_tokens=settings["max_new_tokens"], device=device)
-        for row in mt_scores(hypotheses, [r["tgt"] for r in test], target_lang):
+        for row in mt_scores(hypotheses, [r["tgt"] for r in test], languages.target_lang):
             rows.append({**row, "split": "test", "subset": name, "n": len(test), "kind": "retained"})
     return rows

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peftlab.data import check_corpus_spec
+from peftlab.languages import LanguageError, languages_of
 from peftlab.methods import METHODS, get_method, make_method_config
 from peftlab.model_source import ModelError, resolve_model_path
 from peftlab.train_config import TrainConfig
@@ -197,7 +198,30 @@ def check_config(config: dict) -> None:
         if task["base_model"] not in config["base_models"]:
             raise ConfigError(f"tasks.{name}.base_model {task['base_model']!r} is not under base_models:")
         check_corpus_spec(task)
+        if task["kind"] == "translation":
+            try:
+                languages_of(config["base_models"][task["base_model"]], task)
+            except LanguageError as err:
+                raise ConfigError(f"tasks.{name} (base model {task['base_model']}): {err}") from None
+    check_scorers(config)
     check_budgets(config)
+
+
+def check_scorers(config: dict) -> None:
+    """BLEU into Japanese or Korean needs a sacrebleu extra (MeCab): fail now, not after training."""
+    targets = {}
+    for name, task in config["tasks"].items():
+        if task["kind"] == "translation":
+            targets.setdefault(task["target_lang"], name)
+    if not targets:
+        return
+    from peftlab.scoring import ScoringError, bleu_metric  # sacrebleu: only for studies that translate
+
+    for lang, name in targets.items():
+        try:
+            bleu_metric(lang)
+        except ScoringError as err:
+            raise ConfigError(f"tasks.{name}: {err}") from None
 
 
 def check_budgets(config: dict) -> None:

@@ -1,5 +1,5 @@
-"""Where a base model comes from and how its inputs are prefixed: what the workflow needs of a base-model
-spec at DAG time, kept apart from models.py so that planning a grid imports no torch or transformers."""
+"""Where a base model comes from: what the workflow needs of a base-model spec at DAG time, kept apart from
+models.py so that planning a grid imports no torch or transformers (languages.py: how its inputs are tagged)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,3 @@ def resolve_model_path(spec: dict, built_dir: Path | None = None) -> str:
         return str(built_dir)
     raise ModelError(f"unknown base model source {source!r}; expected hub, local, package or build")
 
-
-def source_prefix(model_spec: dict, task: dict) -> str:
-    """The text put before every source sentence: a target-language tag for multilingual Marian models."""
-    template = model_spec.get("source_prefix", ">>{target_lang}<< " if model_spec["source"] == "build" else "")
-    return template.format(target_lang=task.get("target_lang", ""), source_lang=task.get("source_lang", ""))

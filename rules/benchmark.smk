@@ -14,7 +14,7 @@ rule benchmark:
         built_dir=lambda w: built_dir(task_model(w.task)),
         model_spec=lambda w: canonical(model_spec(task_model(w.task))),
         task=lambda w: canonical(task_entry(w.task)),
-        code=fingerprint("peftlab/bench.py"),
+        code=fingerprint("peftlab/bench.py", "peftlab/languages.py"),
     log:
         "logs/{study}/benchmark/{task}/{method}/{budget}/seed{seed}.log",
     threads: THREADS

@@ -179,10 +179,8 @@ def train_code(w):
 
 
 def pretraining_pairs(w):
-    """task -> (corpus dir, source prefix, target language) of the base model's pretraining pairs."""
-    from peftlab.model_source import source_prefix
-
+    """task -> (corpus dir, source language, target language) of the base model's pretraining pairs."""
     spec = model_spec(task_model(w.task))
     tasks = spec.get("build", {}).get("pretrain_tasks", []) if task_entry(w.task)["kind"] == "translation" else []
-    return {t: (f"results/{STUDY}/corpora/{t}", source_prefix(spec, config["tasks"][t]),
-                config["tasks"][t]["target_lang"]) for t in tasks}
+    return {t: (f"results/{STUDY}/corpora/{t}", config["tasks"][t]["source_lang"], config["tasks"][t]["target_lang"])
+            for t in tasks}

@@ -27,7 +27,8 @@ rule build_shards:
         model_spec=lambda w: canonical(tokenizer_spec(w.model)),
         model_content=lambda w: model_content(w.model),
         built_tokenizer=lambda w: f"results/{STUDY}/base/{w.model}/tokenizer" if is_built(w.model) else None,
-        code=fingerprint("peftlab/data/clean.py", "peftlab/data/shards.py", "peftlab/model_source.py"),
+        code=fingerprint("peftlab/data/clean.py", "peftlab/data/shards.py", "peftlab/model_source.py",
+                         "peftlab/languages.py"),
     log:
         "logs/{study}/build_shards/{model}/{task}.log",
     conda:

@@ -18,7 +18,8 @@ rule evaluate:
         model_spec=lambda w: canonical(model_spec(task_model(w.task))),
         task=lambda w: canonical(task_entry(w.task)),
         pretraining=pretraining_pairs,
-        code=fingerprint("peftlab/evaluate.py", "peftlab/classify.py", "peftlab/ood.py", "peftlab/forgetting.py"),
+        code=fingerprint("peftlab/evaluate.py", "peftlab/classify.py", "peftlab/ood.py", "peftlab/forgetting.py",
+                         "peftlab/languages.py", "peftlab/scoring.py"),
     log:
         "logs/{study}/evaluate/{task}/{method}/{budget}/seed{seed}.log",
     threads: THREADS

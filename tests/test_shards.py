@@ -6,6 +6,7 @@ import json
 import pytest
 
 from peftlab.data import DataError, build_shards, collate, load_split, prepare_corpus
+from peftlab.languages import Languages
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def records(corpus, split):
 
 def test_round_trip_matches_text(tokenizer, corpus, tmp_path):
     m = build_shards(
-        corpus, tokenizer, tmp_path, tokenizer_id="minilm", source_prefix=">>de<< ", shard_rows=40
+        corpus, tokenizer, tmp_path, tokenizer_id="minilm", languages=Languages(prefix=">>de<< "), shard_rows=40
     )
     train = records(corpus, "train")
     assert m["corpus_sha256"] == json.loads((corpus / "manifest.json").read_text())["sha256"]

@@ -11,6 +11,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # peftlab from 
 def start(snakemake) -> None:
     logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # An uncaught error goes to the rule's log too, not only to Snakemake's stderr (a failed job's log was empty).
+    previous_hook = sys.excepthook
+
+    def log_uncaught(kind, error, trace):
+        logging.getLogger("peftlab").critical("uncaught error", exc_info=(kind, error, trace))
+        previous_hook(kind, error, trace)
+
+    sys.excepthook = log_uncaught
     # One OpenMP pool per job, sized to the job's threads; passive waiting stops idle threads from
     # spinning against the jobs running beside this one.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -4,11 +4,13 @@ from _setup import start
 
 start(snakemake)  # noqa: F821
 from peftlab.data import build_shards  # noqa: E402
-from peftlab.model_source import resolve_model_path, source_prefix  # noqa: E402
+from peftlab.languages import NO_LANGUAGES, languages_of  # noqa: E402
+from peftlab.model_source import resolve_model_path  # noqa: E402
 from peftlab.models import load_tokenizer  # noqa: E402
 
 sm = snakemake  # noqa: F821
 tokenizer = load_tokenizer(sm.params.built_tokenizer or resolve_model_path(sm.params.model_spec), sm.params.model_spec)
-build_shards(Path(sm.input.corpus).parent, tokenizer, Path(sm.output[0]).parent,
-             tokenizer_id=sm.wildcards.model, source_prefix=source_prefix(sm.params.model_spec, sm.params.task),
-             max_length=sm.params.task.get("max_length", 128))
+task = sm.params.task
+languages = languages_of(sm.params.model_spec, task) if task["kind"] == "translation" else NO_LANGUAGES
+build_shards(Path(sm.input.corpus).parent, tokenizer, Path(sm.output[0]).parent, tokenizer_id=sm.wildcards.model,
+             languages=languages, max_length=task.get("max_length", 128))

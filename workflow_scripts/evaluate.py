@@ -23,4 +23,4 @@ else:
                      shard_dir=Path(sm.input.shards).parent, method_dir=Path(sm.input.method_dir),
                      record_path=Path(sm.output.record), predictions_path=Path(sm.output.predictions),
                      settings=sm.params.settings, train_size=train_record.get("train_size"),
-                     pretraining={t: (Path(d), p, lang) for t, (d, p, lang) in sm.params.pretraining.items()})
+                     pretraining=sm.params.pretraining)

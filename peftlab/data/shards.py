@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftlab.data.clean import SPLITS, DataError, read_jsonl, write_atomic
+from peftlab.languages import NO_LANGUAGES, Languages, configure_tokenizer
 
 if TYPE_CHECKING:
     import torch
@@ -66,14 +67,16 @@ def build_shards(
     out_dir: Path,
     *,
     tokenizer_id: str,
-    source_prefix: str = "",
+    languages: Languages = NO_LANGUAGES,
     max_length: int = 128,
     shard_rows: int = 50_000,
 ) -> dict:
     """Tokenize train/dev/test of a prepared corpus into parquet shards; returns the shard manifest.
 
-    tokenizer is a transformers PreTrainedTokenizerBase; source_prefix (e.g. ">>de<< ") goes before every
-    source text (translation only: a classification corpus is tokenized as is, every split file it has).
+    tokenizer is a transformers PreTrainedTokenizerBase. Translation: `languages` (languages.languages_of) puts
+    its prefix (e.g. ">>de<< ") before every source text and sets the tokenizer's source and target language
+    codes, so that labels start with the target code where the model family expects it (mBART-50, NLLB,
+    M2M100). A classification corpus is tokenized as is, every split file it has.
     Files appear atomically and the manifest last, so a manifest means a complete build.
     """
     import pyarrow as pa
@@ -83,6 +86,7 @@ def build_shards(
     if corpus_manifest.get("kind") == "classification":
         return _build_classification(corpus_dir, corpus_manifest, tokenizer, out_dir, tokenizer_id=tokenizer_id,
                                      max_length=max_length, shard_rows=shard_rows)
+    configure_tokenizer(tokenizer, languages)
     schema = pa.schema(
         [("id", pa.string()), ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32()))]
     )
@@ -92,7 +96,7 @@ def build_shards(
         "tokenizer_id": tokenizer_id,
         "corpus_sha256": corpus_manifest["sha256"],
         "max_length": max_length,
-        "source_prefix": source_prefix,
+        "languages": languages.as_dict(),
         "splits": {},
     }
     for split in SPLITS:
@@ -100,7 +104,7 @@ def build_shards(
         files, stats = [], {"rows": len(records), "src_tokens": 0, "tgt_tokens": 0, "truncated": 0}
         for start in range(0, max(len(records), 1), shard_rows):  # an empty split still gets one (empty) file
             chunk = records[start : start + shard_rows]
-            src = [source_prefix + r["src"] for r in chunk]
+            src = [languages.prefix + r["src"] for r in chunk]
             ids, labels, truncated = _tokenize(tokenizer, src, [r["tgt"] for r in chunk], max_length)
             stats["src_tokens"] += sum(map(len, ids))
             stats["tgt_tokens"] += sum(map(len, labels))
