@@ -78,7 +78,8 @@ def _adapt(which: str, method: str):
 
     base = _build(which)
     cfg, knob = _config(base, method)
-    model = apply_method(base, cfg)
+    calibration = [_batch(base, which, 16, 32)] * cfg.calibration_batches() or None  # sparse's SNIP scores data
+    model = apply_method(base, cfg, calibration=calibration)
     fraction = count_parameters(model).fraction
     if method == "lora merged":
         model = merge_method(model)

@@ -23,6 +23,7 @@ from peftlab.atomic import replace_dir, write_json
 from peftlab.data import load_split
 from peftlab.data.shards import subset_rows
 from peftlab.methods import (
+    MethodConfig,
     apply_method,
     count_parameters,
     get_method,
@@ -32,7 +33,7 @@ from peftlab.methods import (
 )
 from peftlab.models import build_marian, default_device, load_base, load_tokenizer, model_identity, shard_labels
 from peftlab.provenance import package_versions, utc_now
-from peftlab.train import Preempted, train
+from peftlab.train import Preempted, first_batches, train
 from peftlab.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,16 @@ def pretrain_base(build: dict, tokenizer_dir: Path, shard_dirs: list[Path], out_
     return record
 
 
+def adapt_for_run(model: torch.nn.Module, method_cfg: MethodConfig, train_rows: list[dict], cfg: TrainConfig, *,
+                  pad_id: int) -> torch.nn.Module:
+    """Apply the method as a run does: its initialisation follows the run's seed, and a method that scores data
+    (SparseAdapter's SNIP) scores the first batches the run trains on. Both are fixed by the run, so a resumed
+    run, which applies the method again, rebuilds the same model (its checkpoint carries the masks as well)."""
+    calibration = first_batches(train_rows, cfg, pad_id, method_cfg.calibration_batches())
+    torch.manual_seed(cfg.seed)
+    return apply_method(model, method_cfg, calibration=calibration or None)
+
+
 def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard_dirs: list[Path], method_dir: Path,
               record_path: Path, checkpoint_dir: Path, log_path: Path | None = None, device: str | None = None) -> dict:
     """Apply the run's method at its budget, train it, save the method weights and the run record.
@@ -139,14 +150,13 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
         solution = solve_budget(model, run["method_name"], run["options"], float(run["budget"]))
         method_cfg, rel_error = solution.config, solution.rel_error
     cfg = TrainConfig.from_dict({**run["train"], "seed": run["seed"]})
-    torch.manual_seed(cfg.seed)  # the method's own initialisation follows the run's seed
-    model = apply_method(model, method_cfg)
-    counts = count_parameters(model)
     # Nested low-resource subsets are drawn with the task's split seed, not the run's, so every
     # method and seed at one size trains on the same examples.
     train_rows = interleave(*[subset_rows(load_split(d, "train"), run.get("train_size"), task.get("split_seed", 0),
                                           stratify=labels is not None) for d in shard_dirs])
     dev_rows = interleave(*[load_split(d, "dev") for d in shard_dirs])
+    model = adapt_for_run(model, method_cfg, train_rows, cfg, pad_id=model.config.pad_token_id)
+    counts = count_parameters(model)
     if not any(p.requires_grad for p in model.parameters()):  # `base` on MT; on classification it trains the head
         result = {"train": {"steps": 0, "wall_time_s": 0.0}, "curve": []}
     else:

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from peftlab.atomic import write_json
 from peftlab.data import collate
+from peftlab.methods.core import mask_buffers
 from peftlab.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,22 @@ def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int) -> l
         chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _lengths(rows: list[dict]) -> list[int]:
+    return [len(r["input_ids"]) + len(r.get("labels", ())) for r in rows]  # classification rows: "label"
+
+
+def first_batches(train_rows: list[dict], cfg: TrainConfig, pad_id: int, n: int) -> list[dict[str, torch.Tensor]]:
+    """The first `n` batches `train` will take (steps 0..n-1 of the run's data order, a function of its seed):
+    what a method that scores data when applied (SparseAdapter's SNIP) is handed, so it sees the run's own
+    data and a resumed run, which applies the method again, scores the same batches."""
+    batches_per_epoch = len(train_rows) // cfg.batch_size
+    if n > batches_per_epoch:
+        raise ValueError(f"the method scores {n} training batches at initialisation, but {len(train_rows)} "
+                         f"training examples make {batches_per_epoch} batches of {cfg.batch_size}")
+    order = batch_order(_lengths(train_rows), cfg.batch_size, cfg.seed, 0) if n else []
+    return [collate([train_rows[i] for i in batch], pad_id) for batch in order[:n]]
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
@@ -112,6 +129,7 @@ class Checkpointer:
     def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
         params = _trainable(model)
         tensors = {f"model.{n}": p for n, p in params.items()}
+        tensors |= {f"mask.{n}": b for n, b in mask_buffers(model).items()}
         for name, p in params.items():
             for key, value in optimizer.state.get(p, {}).items():
                 tensors[f"opt.{key}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
@@ -139,6 +157,16 @@ class Checkpointer:
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(tensors[f"model.{name}"])
+            # The trained weights belong to the masks they were trained under. Applying the method again
+            # rebuilds the same masks (it is seeded and scores the run's first batches); should a scoring
+            # differ in the last bit (GPU kernels), the checkpoint's masks still win.
+            for name, mask in mask_buffers(model).items():
+                if f"mask.{name}" not in tensors:
+                    raise ValueError(f"{self.folder / state['tensors']} has no mask {name!r} for this model")
+                saved = tensors[f"mask.{name}"].to(mask.device)
+                if not torch.equal(mask, saved):
+                    log.warning("mask %s rebuilt on resume differs from the checkpoint's; using the checkpoint's", name)
+                    mask.copy_(saved)
         for name, p in params.items():
             opt_state = {key: tensors[f"opt.{key}.{name}"] for key in ("step", "exp_avg", "exp_avg_sq")
                          if f"opt.{key}.{name}" in tensors}
@@ -181,7 +209,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
         preempted = True
 
     previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
-    lengths = [len(r["input_ids"]) + len(r.get("labels", ())) for r in train_rows]  # classification rows: "label"
+    lengths = _lengths(train_rows)
     batches_per_epoch = len(train_rows) // cfg.batch_size
     epoch_cache: dict[int, list[list[int]]] = {}
     log_file = open(log_path, "a") if log_path else None  # noqa: SIM115

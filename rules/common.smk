@@ -11,6 +11,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)  # run from a checkout without installing peftlab
 
 from peftlab import grid
+from peftlab.methods import make_method_config
 from peftlab.provenance import code_fingerprint, folder_content_hash
 
 validate(config, schema="../config/schema.yaml")
@@ -68,11 +69,12 @@ def method_entry(method):
 
 
 def method_code(method):
-    """A method's own package plus the registry and shared modules beside it (sorted: a cache key)."""
+    """The registry and shared modules, plus the packages of the methods the entry runs (its own, and the base
+    method a sparse adapter prunes); sorted: a cache key."""
     methods = Path(workflow.basedir, "peftlab/methods")
-    name = method_entry(method)["method"]
-    shared = sorted(methods.glob("*.py"))
-    return (*shared, methods / name) if (methods / name).exists() else tuple(shared)
+    entry = method_entry(method)
+    names = make_method_config(entry["method"], entry.get("options", {})).code_methods()
+    return (*sorted(methods.glob("*.py")), *[methods / n for n in sorted(set(names)) if (methods / n).exists()])
 
 
 def task_model(task):
@@ -174,8 +176,9 @@ def shared_training(w):
 
 
 def train_code(w):
+    # data/shards.py: load_split and subset_rows pick the rows, collate makes the batches (SNIP scores the first)
     return fingerprint("peftlab/train.py", "peftlab/train_config.py", "peftlab/runs.py", "peftlab/models.py",
-                       "peftlab/model_source.py", *method_code(w.method))
+                       "peftlab/model_source.py", "peftlab/data/shards.py", *method_code(w.method))
 
 
 def pretraining_pairs(w):

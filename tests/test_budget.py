@@ -17,7 +17,7 @@ from peftlab.methods import (
     make_method_config,
     solve_budget,
 )
-from peftlab.methods.tiny import minilm_classifier, tiny_model
+from peftlab.methods.tiny import example_batch, minilm_classifier, tiny_model
 
 torch.set_num_threads(1)
 
@@ -66,7 +66,8 @@ def test_solver_picks_the_closest_knob(models, which: str, method: str, budget: 
     k = getattr(sol.config, knob)
     assert sol.total == total
     # the meta-device count equals the count on the real model
-    real = apply_method(copy.deepcopy(model), sol.config)
+    calibration = [example_batch(model)] * sol.config.calibration_batches() or None  # sparse's SNIP scores data
+    real = apply_method(copy.deepcopy(model), sol.config, calibration=calibration)
     assert sol.trainable == count_parameters(real).trainable
     assert sol.realised == pytest.approx(sol.trainable / total)
     assert sol.rel_error == pytest.approx((sol.realised - budget) / budget)

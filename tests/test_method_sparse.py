@@ -4,6 +4,7 @@ Large-Sparse sizing. Tiny random models; one check on the real MiniLM."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -20,9 +21,12 @@ from peftlab.methods import (
     solve_budget,
     trainable_state_dict,
 )
+from peftlab.methods.adapter_layers import DOWN_INIT_STD
 from peftlab.methods.sparse.layer import MaskedLinear
-from peftlab.methods.sparse.model import prune_at_init
 from peftlab.methods.tiny import example_batch, minilm_classifier, tiny_model
+from peftlab.runs import adapt_for_run
+from peftlab.train import Preempted, first_batches, train
+from peftlab.train_config import TrainConfig
 
 torch.set_num_threads(1)
 
@@ -35,11 +39,17 @@ def _ids(cases) -> list[str]:
     return ["-".join(c) for c in cases]
 
 
+def _calibration(model, cfg, seed: int = 0):
+    """SNIP's batches (random ids and labels: these tests check the mechanics, not which data is scored)."""
+    n = cfg.calibration_batches()
+    return [example_batch(model, batch=4, length=9, seed=seed + i) for i in range(n)] if n else None
+
+
 def _sparse(base: str, family: str, task: str, **options):
     model = tiny_model(family, task)
     cfg = make_method_config("sparse", {"base": base, "size": SIZE[base], "sparsity": 0.6} | options)
     torch.manual_seed(1)
-    return model, apply_method(copy.deepcopy(model), cfg), cfg
+    return model, apply_method(copy.deepcopy(model), cfg, calibration=_calibration(model, cfg)), cfg
 
 
 def _masked(model) -> list[MaskedLinear]:
@@ -133,8 +143,6 @@ def test_only_adapter_weights_train() -> None:
 def test_save_load_restores_masks(base: str, family: str, task: str, tmp_path) -> None:
     _, model, cfg = _sparse(base, family, task)
     batch = example_batch(model)
-    # real-data SNIP gives masks that re-applying the method (synthetic batch, other RNG state) would not
-    prune_at_init(model, cfg, batch)
     _train(model, batch, steps=2)
     save_method(model, cfg, tmp_path)
     saved = load_file(tmp_path / "method.safetensors")
@@ -142,7 +150,7 @@ def test_save_load_restores_masks(base: str, family: str, task: str, tmp_path) -
     assert mask_keys and all(saved[k].dtype == torch.bool for k in mask_keys)
     assert set(saved) - mask_keys == set(trainable_state_dict(model))  # weight keys are the base method's
     assert json.loads((tmp_path / "method_config.json").read_text())["sparsity"] == 0.6
-    torch.manual_seed(123)  # a different RNG state: apply_method alone would prune differently
+    torch.manual_seed(123)  # a different RNG state: the masks come from the file, not from scoring again
     reloaded = load_method(tiny_model(family, task), tmp_path)
     for a, b in zip(_masked(model), _masked(reloaded), strict=True):
         assert torch.equal(a.weight_mask, b.weight_mask)
@@ -150,19 +158,138 @@ def test_save_load_restores_masks(base: str, family: str, task: str, tmp_path) -
     assert count_parameters(reloaded) == count_parameters(model)
 
 
-def test_prune_at_init_uses_the_batch_and_refuses_after_training() -> None:
-    _, model, cfg = _sparse("pfeiffer", "marian", "seq2seq", sparsity=0.5)
-    synthetic = [m.weight_mask.clone() for m in _masked(model)]
-    batch = example_batch(model, batch=4, length=9, seed=3)
-    prune_at_init(model, cfg, batch)
-    real = [m.weight_mask.clone() for m in _masked(model)]
-    assert any(not torch.equal(a, b) for a, b in zip(synthetic, real, strict=True))
-    assert abs(_removed_fraction(model) - 0.5) <= 1e-3
-    prune_at_init(model, cfg, batch)  # deterministic: same init, same batch, same masks
-    assert all(torch.equal(m.weight_mask, r) for m, r in zip(_masked(model), real, strict=True))
-    _train(model, batch, steps=1)
-    with pytest.raises(MethodError, match="before training"):
-        prune_at_init(model, cfg, batch)
+def _masks(model) -> list[torch.Tensor]:
+    return [m.weight_mask.clone() for m in _masked(model)]
+
+
+def _apply_snip(model, cfg, batches, seed: int = 1):
+    torch.manual_seed(seed)
+    return apply_method(copy.deepcopy(model), cfg, calibration=batches)
+
+
+def test_snip_scores_the_batches_it_is_handed() -> None:
+    model = tiny_model("marian")
+    cfg = make_method_config("sparse", {"base": "pfeiffer", "size": 4, "sparsity": 0.5, "score_batches": 2})
+    batches = [example_batch(model, batch=4, length=9, seed=s) for s in (3, 4)]
+    first = _masks(_apply_snip(model, cfg, batches))
+    assert all(torch.equal(a, b) for a, b in zip(first, _masks(_apply_snip(model, cfg, batches)), strict=True))
+    other = [batches[0], example_batch(model, batch=4, length=9, seed=5)]  # one batch of the two changed
+    assert any(not torch.equal(a, b) for a, b in zip(first, _masks(_apply_snip(model, cfg, other)), strict=True))
+    # the init (the RNG state before apply_method) is the same in all three: only the data moved the masks
+    with pytest.raises(MethodError, match="scores 2 training batch"):
+        apply_method(copy.deepcopy(model), cfg)
+    with pytest.raises(MethodError, match="scores 2 training batch"):
+        apply_method(copy.deepcopy(model), cfg, calibration=batches[:1])
+    with pytest.raises(MethodError, match="scores no data"):
+        apply_method(copy.deepcopy(model), cfg.replace(scoring="magnitude"), calibration=batches)
+    unlabelled = [{k: v for k, v in b.items() if k != "labels"} for b in batches]
+    with pytest.raises(MethodError, match="needs labels"):
+        apply_method(copy.deepcopy(model), cfg, calibration=unlabelled)
+
+
+@pytest.mark.parametrize("base", ["pfeiffer", "lora"])
+def test_snip_keeps_the_top_w_times_grad_of_a_hand_computation(base: str) -> None:
+    """An independent SNIP: the dense base method at the documented scoring values, plain autograd of the model's
+    loss on one batch, |w * dL/dw| ranked over all adapter matrices, the top (1 - s) kept."""
+    model = tiny_model("bert", "classification")
+    cfg = make_method_config("sparse", {"base": base, "size": SIZE[base], "sparsity": 0.7})
+    batch = example_batch(model, batch=4, length=9, seed=7)
+    sparse = _apply_snip(model, cfg, [batch])
+    masked = dict((n, m) for n, m in sparse.named_modules() if isinstance(m, MaskedLinear))
+
+    torch.manual_seed(1)
+    dense = apply_method(copy.deepcopy(model), cfg.base_config()).eval()
+    linears = {n: m for n, m in dense.named_modules() if n in masked}
+    assert linears.keys() == masked.keys()
+    with torch.no_grad():
+        for name, linear in linears.items():
+            assert torch.equal(linear.weight, masked[name].weight_init)  # the same dense init
+            linear.weight.copy_(masked[name].weight_scored)
+    weights = [linear.weight for linear in linears.values()]
+    grads = torch.autograd.grad(dense(**batch).loss, weights)
+    scores = torch.cat([(w * g).abs().flatten() for w, g in zip(weights, grads, strict=True)])
+    n_kept = scores.numel() - int(0.7 * scores.numel() + 0.5)
+    top = torch.sort(scores, descending=True).values
+    assert top[n_kept - 1] > top[n_kept]  # no tie at the boundary: the kept set is unique
+    expected = scores >= top[n_kept - 1]
+    got = torch.cat([masked[name].weight_mask.flatten() for name in linears])
+    assert torch.equal(got, expected)
+
+
+def test_zero_initialised_matrices_are_scored_at_their_partners_init() -> None:
+    model = tiny_model("bert", "classification", d_model=64)
+    cfg = make_method_config("sparse", {"base": "houlsby", "size": 32, "sparsity": 0.5, "scoring": "magnitude"})
+    sparse = apply_method(copy.deepcopy(model), cfg)
+    ups = [m.up for m in sparse.modules() if hasattr(m, "up") and isinstance(m.up, MaskedLinear)]
+    assert ups and all(not u.weight_init.any() for u in ups)
+    values = torch.cat([u.weight_scored.flatten() for u in ups])
+    assert values.std().item() == pytest.approx(DOWN_INIT_STD, rel=0.05)  # N(0, DOWN_INIT_STD), as the down
+    downs = [m.down for m in sparse.modules() if hasattr(m, "down") and isinstance(m.down, MaskedLinear)]
+    assert all(torch.equal(d.weight_scored, d.weight_init) for d in downs)  # a non-zero matrix: its own init
+
+    cfg = make_method_config("sparse", {"base": "lora", "size": 16, "sparsity": 0.5, "scoring": "magnitude"})
+    sparse = apply_method(copy.deepcopy(model), cfg)
+    bs = [m for n, m in sparse.named_modules() if isinstance(m, MaskedLinear) and ".lora_B." in n]
+    values = torch.cat([b.weight_scored.flatten() for b in bs])
+    bound = 1 / 16**0.5  # Kaiming-uniform, a = sqrt(5), fan-in = rank: U(-1/sqrt(r), 1/sqrt(r))
+    assert values.abs().max().item() <= bound and values.abs().max().item() > 0.95 * bound
+    assert values.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)
+
+
+def _copy_rows(n: int, seed: int) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        ids = torch.randint(3, 100, (int(torch.randint(3, 9, (1,), generator=g)),), generator=g).tolist() + [2]
+        rows.append({"id": str(i), "input_ids": ids, "labels": ids})
+    return rows
+
+
+def test_resumed_run_rebuilds_the_masks_and_matches_an_uninterrupted_run(tmp_path) -> None:
+    """A run's path (runs.adapt_for_run, then train), interrupted and resumed in a fresh model with another RNG
+    state, gives the masks and final weights of an uninterrupted run; the masks are SNIP on the run's first
+    batches (first_batches), not on other data."""
+    rows, dev = _copy_rows(64, seed=0), _copy_rows(16, seed=1)
+    method = make_method_config("sparse", {"base": "pfeiffer", "size": 4, "sparsity": 0.6, "score_batches": 2})
+    cfg = TrainConfig(lr=3e-3, batch_size=8, max_steps=12, warmup_steps=2, eval_interval=4, patience=10, seed=3)
+
+    def run(folder: str, init_seed: int, **kwargs):
+        torch.manual_seed(init_seed)  # a new process: another global RNG state
+        model = adapt_for_run(tiny_model("marian"), method, rows, cfg, pad_id=0)
+        masks = _masks(model)
+        train(model, rows, dev, cfg, pad_id=0, checkpoint_dir=tmp_path / folder, run_key="k", **kwargs)
+        return model, masks
+
+    straight, straight_masks = run("a", 0)
+    with pytest.raises(Preempted):
+        run("b", 0, stop_after_steps=5)
+    resumed, resumed_masks = run("b", 123)
+    assert all(torch.equal(a, b) for a, b in zip(straight_masks, resumed_masks, strict=True))
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    # the scored batches are the run's first: the same masks as SNIP handed first_batches directly
+    batches = first_batches(rows, cfg, 0, 2)
+    direct = _apply_snip(tiny_model("marian"), method, batches, seed=cfg.seed)
+    assert all(torch.equal(a, b) for a, b in zip(straight_masks, _masks(direct), strict=True))
+    other_batches = first_batches(rows, dataclasses.replace(cfg, seed=4), 0, 2)  # another seed's first batches
+    other = _apply_snip(tiny_model("marian"), method, other_batches, seed=cfg.seed)
+    assert any(not torch.equal(a, b) for a, b in zip(straight_masks, _masks(other), strict=True))
+
+
+def test_a_resume_keeps_the_checkpoints_masks(tmp_path) -> None:
+    """Should scoring on resume come out different (a GPU's last bit), the checkpoint's masks, which the saved
+    weights were trained under, are restored."""
+    rows, dev = _copy_rows(64, seed=0), _copy_rows(16, seed=1)
+    method = make_method_config("sparse", {"base": "pfeiffer", "size": 4, "sparsity": 0.6})
+    cfg = TrainConfig(lr=3e-3, batch_size=8, max_steps=8, warmup_steps=2, eval_interval=4, patience=10, seed=3)
+    model = adapt_for_run(tiny_model("marian"), method, rows, cfg, pad_id=0)
+    with pytest.raises(Preempted):
+        train(model, rows, dev, cfg, pad_id=0, checkpoint_dir=tmp_path, run_key="k", stop_after_steps=5)
+    saved = _masks(model)
+    other = adapt_for_run(tiny_model("marian"), method, rows, dataclasses.replace(cfg, seed=4), pad_id=0)
+    assert any(not torch.equal(a, b) for a, b in zip(saved, _masks(other), strict=True))
+    train(other, rows, dev, cfg, pad_id=0, checkpoint_dir=tmp_path, run_key="k")
+    assert all(torch.equal(a, b) for a, b in zip(saved, _masks(other), strict=True))
 
 
 def test_budget_sparse_and_large_sparse() -> None:
@@ -180,7 +307,8 @@ def test_budget_sparse_and_large_sparse() -> None:
     # the solver's counts (meta device: planned masks) are what the real model counts
     torch.manual_seed(0)
     for solution in (plain, large):
-        real = count_parameters(apply_method(copy.deepcopy(model), solution.config))
+        real = count_parameters(apply_method(copy.deepcopy(model), solution.config,
+                                             calibration=_calibration(model, solution.config)))
         assert real.trainable == solution.trainable
     with pytest.raises(MethodError, match="size"):
         solve_budget(model, "sparse", {"base": "pfeiffer", "size": 8}, budget)
@@ -206,6 +334,10 @@ def test_bad_options() -> None:
         make_method_config("sparse", {"base": "lora", "base_options": {"alpah": 4}})
     with pytest.raises(MethodError, match="scoring"):
         make_method_config("sparse", {"scoring": "grasp"})
+    with pytest.raises(MethodError, match="score_batches"):
+        make_method_config("sparse", {"score_batches": 0})
+    assert make_method_config("sparse", {"scoring": "synflow", "score_batches": 3}).calibration_batches() == 0
+    assert make_method_config("sparse", {"score_batches": 3}).calibration_batches() == 3
     cfg = make_method_config("sparse", {"base": "lora", "size": 4, "base_options": {"alpha": 8}})
     assert cfg.base_config().rank == 4 and cfg.base_config().alpha == 8
     assert cfg.to_dict()["base_options"] == {"alpha": 8}
@@ -215,9 +347,8 @@ def test_minilm_snip() -> None:
     minilm = minilm_classifier().eval()
     cfg = make_method_config("sparse", {"base": "pfeiffer", "size": 16, "sparsity": 0.8})
     torch.manual_seed(0)
-    model = apply_method(copy.deepcopy(minilm), cfg)
-    batch = example_batch(model, batch=4, length=12)
-    prune_at_init(model, cfg, batch)
+    batch = example_batch(minilm, batch=4, length=12)
+    model = apply_method(copy.deepcopy(minilm), cfg, calibration=[batch])
     assert abs(_removed_fraction(model) - 0.8) < 1e-4
     count = count_parameters(model)
     weights = 6 * 2 * 384 * 16  # six FFN adapters, down and up

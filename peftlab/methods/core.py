@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +23,38 @@ WEIGHTS_NAME = "method.safetensors"
 CONFIG_NAME = "method_config.json"
 
 
-def apply_method(model: nn.Module, cfg: MethodConfig) -> nn.Module:
+def apply_method(model: nn.Module, cfg: MethodConfig,
+                 calibration: Sequence[Mapping[str, torch.Tensor]] | None = None) -> nn.Module:
     """Apply a method to a transformers model, in place, and return the model to train.
 
     Everything is frozen except the method's parameters and, for classification models, the task head.
     The result is the model itself except for prefix tuning, which returns peft's PeftModel wrapper
     (it supports the same calls: model(**batch), generate, train/eval, parameters).
+
+    A method that scores data when applied (cfg.calibration_batches() > 0: SparseAdapter's SNIP) takes exactly
+    that many batches in `calibration`, model(**batch) inputs with labels; a training run hands over the first
+    batches it trains on (peftlab.train.first_batches). A meta-device model (the budget solver's) has no values
+    to score and takes none.
     """
+    needed = cfg.calibration_batches()
+    meta = any(p.is_meta for p in model.parameters())
+    if needed and not meta:
+        batches = list(calibration or ())
+        if len(batches) != needed:
+            raise MethodError(
+                f"{cfg.method}: applying it scores {needed} training batch(es), got {len(batches)}; pass "
+                f"calibration=peftlab.train.first_batches(train_rows, train_cfg, pad_id, {needed})"
+            )
+    elif calibration is not None:
+        raise MethodError(f"{cfg.method}: this configuration scores no data; calibration batches were given")
+    model = _apply(model, cfg)
+    if needed and not meta:
+        get_method(cfg.method).calibrate(model, cfg, batches)
+    return model
+
+
+def _apply(model: nn.Module, cfg: MethodConfig) -> nn.Module:
+    """apply_method without calibration: load_method's, whose masks come from the saved file."""
     spec = get_method(cfg.method)
     if not isinstance(cfg, spec.config_cls):
         raise MethodError(f"{cfg.method}: expected a {spec.config_cls.__name__}, got {type(cfg).__name__}")
@@ -95,7 +121,8 @@ def fixed_masks(model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
     return [pair for m in model.modules() if callable(getattr(m, "fixed_masks", None)) for pair in m.fixed_masks()]
 
 
-def _mask_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+def mask_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The fixed masks' buffers by state-dict name (saved with the method and in training checkpoints)."""
     ids = {id(keep) for _, keep in fixed_masks(model)}
     return {name: b for name, b in model.named_buffers() if id(b) in ids}
 
@@ -135,7 +162,7 @@ def save_method(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous().cpu() for k, v in (trainable_state_dict(model) | _mask_buffers(model)).items()}
+    state = {k: v.contiguous().cpu() for k, v in (trainable_state_dict(model) | mask_buffers(model)).items()}
     config = cfg.to_dict() | {"peftlab_version": __version__}
     # write then rename, so a reader never sees a half-written file
     save_file(state, out / (WEIGHTS_NAME + ".tmp"), metadata={"method": cfg.method})
@@ -152,9 +179,9 @@ def load_method(base_model: nn.Module, out_dir: str | os.PathLike) -> nn.Module:
     if name is None:
         raise MethodError(f"{out / CONFIG_NAME} has no 'method' key")
     options.pop("peftlab_version", None)
-    model = apply_method(base_model, make_method_config(name, options))
+    model = _apply(base_model, make_method_config(name, options))  # no data: the saved masks are loaded below
     state = load_file(out / WEIGHTS_NAME)
-    masks = _mask_buffers(model)
+    masks = mask_buffers(model)
     params = dict(model.named_parameters()) | masks
     expected = set(trainable_state_dict(model)) | set(masks)
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)

@@ -47,6 +47,18 @@ class MethodConfig:
     def replace(self, **changes: Any) -> MethodConfig:
         return dataclasses.replace(self, **changes)
 
+    def calibration_batches(self) -> int:
+        """How many training batches applying the method scores (SparseAdapter's SNIP); 0: it needs no data.
+
+        A training run hands over the first ones it will train on (peftlab.train.first_batches), so the
+        method sees the run's own data and a resumed run rebuilds the same model."""
+        return 0
+
+    def code_methods(self) -> tuple[str, ...]:
+        """The registered methods whose packages this config runs (its own, plus a base method it wraps): what
+        the workflow fingerprints, so that editing any of them reruns the runs that use it."""
+        return (self.method,)
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (tuple, list, set, frozenset)):
@@ -107,6 +119,11 @@ class MethodSpec:
         wrap or add modules, mark the method's parameters trainable, return the model (or a wrapper
         around it, for peft's prompt-learning models)."""
         return importlib.import_module(self.model_module).inject(model, cfg)
+
+    def calibrate(self, model: nn.Module, cfg: MethodConfig, batches: list[dict[str, Any]]) -> None:
+        """The data-dependent part of `apply_method`, for a config whose calibration_batches() is > 0: score
+        `batches` (model(**batch) inputs with labels) and finish the method in place, before any training."""
+        importlib.import_module(self.model_module).calibrate(model, cfg, batches)
 
 
 METHODS: dict[str, MethodSpec] = {}

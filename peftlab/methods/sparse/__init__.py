@@ -2,8 +2,8 @@
 implements pruning adapters at initialisation, and the paper's code is a fork of transformers 4.17.
 
     cfg = make_method_config("sparse", {"base": "pfeiffer", "sparsity": 0.8, "scoring": "snip"})
-    model = apply_method(model, cfg)          # prunes with SNIP on a synthetic batch
-    prune_at_init(model, cfg, first_batch)    # .model; optional, before training: SNIP on real data instead
+    batches = first_batches(train_rows, train_cfg, pad_id, cfg.calibration_batches())   # peftlab.train
+    model = apply_method(model, cfg, calibration=batches)   # SNIP on the run's first training batches
 """
 
 from ..registry import register_method

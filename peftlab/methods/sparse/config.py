@@ -6,6 +6,7 @@ from ..registry import MethodConfig, MethodError, check_choice, check_int, get_m
 
 BASES = ("houlsby", "pfeiffer", "parallel", "lora")
 SCORINGS = ("snip", "magnitude", "random", "synflow")
+DATA_SCORINGS = ("snip",)  # rank on training batches; the others need no data (synflow runs on an all-ones input)
 SCOPES = ("global", "layer")
 
 
@@ -27,12 +28,29 @@ class SparseConfig(MethodConfig):
         base: the adapter to prune: houlsby, pfeiffer, parallel or lora.
         sparsity: the fraction of the adapter's weight entries removed, 0 <= s < 1. (The paper's code calls the
             kept fraction `--sparsity`; here it is the removed fraction.)
-        scoring: how weights are ranked at initialisation: snip (|w * dL/dw| on a batch), magnitude (|w|),
-            random, or synflow (data-free synaptic flow through each adapter, one shot).
+        scoring: how weights are ranked at initialisation: snip (|w * dL/dw| on the run's first training
+            batches), magnitude (|w|), random, or synflow (data-free synaptic flow through each adapter, one shot).
         scope: rank all adapter weights together (global, the paper's default) or each matrix on its own (layer).
         large: how a budget sizes the adapter (see above); with `size` given it changes nothing.
         size: the base method's knob; None takes the base method's default.
         base_options: the base method's other options, e.g. {"activation": "relu"} or {"alpha": 16}.
+        score_batches: how many training batches SNIP scores: the first ones of the run's data order (the
+            batches of its first steps), so a resumed run scores the same data and rebuilds the same masks.
+            L is their mean loss. 1 is the SNIP paper's one mini-batch; the SparseAdapter code scores 320
+            random training examples (10 batches of 32). Data-free scorings ignore it.
+
+    Scoring values. Each weight is scored at its dense initial value, except in a matrix that starts at zero
+    (the adapter's up-projection, LoRA's B: zero so that the adapted model starts as the base model). At zero,
+    every entry would score 0 under snip and magnitude (|w * g| = |w| = 0) and synflow would give its partner
+    zero scores too, so a global ranking would prune the zero matrix first. Such a matrix is scored at the
+    initialisation it would have if it were not zeroed, drawn from torch's RNG when the method is applied (the
+    training run seeds it):
+    - a bottleneck adapter's up-projection: N(0, DOWN_INIT_STD), the down-projection's own init. The SparseAdapter
+      code initialises (and scores) both projections with one Gaussian (`init_bert_weights`, std 0.02);
+    - LoRA's B: Kaiming-uniform with a = sqrt(5) over its own fan-in (the rank), LoRA A's init and nn.Linear's
+      default, which is what peft gives B with `init_lora_weights=False`.
+    The rule sets the two matrices' relative scale, hence how a global ranking splits the kept budget between
+    them; it is the adapter's own init rule, not a free parameter. Training still starts from zero.
     """
 
     method: ClassVar[str] = "sparse"
@@ -46,6 +64,7 @@ class SparseConfig(MethodConfig):
                                                         "false: sized as the dense adapter, then pruned"})
     size: int | None = field(default=None, metadata={"help": "the base method's knob (bottleneck or rank)"})
     base_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "the base method's options"})
+    score_batches: int = field(default=1, metadata={"help": "training batches SNIP scores: the run's first ones"})
 
     def __post_init__(self) -> None:
         check_choice(self, "base", BASES)
@@ -57,12 +76,19 @@ class SparseConfig(MethodConfig):
             raise MethodError(f"sparse: option 'sparsity' (the fraction removed) must be in [0, 1), got {s!r}")
         if self.size is not None:
             check_int(self, "size")
+        check_int(self, "score_batches")
         if not isinstance(self.base_options, dict):
             raise MethodError(f"sparse: option 'base_options' must be a mapping, got {self.base_options!r}")
         knob = get_method(self.base).knob
         if knob in self.base_options:
             raise MethodError(f"sparse: set the {self.base} knob {knob!r} with the option 'size', not in base_options")
         self.base_config()  # the base method validates its own options
+
+    def calibration_batches(self) -> int:
+        return self.score_batches if self.scoring in DATA_SCORINGS else 0
+
+    def code_methods(self) -> tuple[str, ...]:
+        return (self.method, self.base)
 
     def base_config(self) -> MethodConfig:
         """The dense base method's config: the adapter before pruning."""

@@ -34,8 +34,8 @@ class MaskedLinear(nn.Module):
         # a meta-device model (the budget solver's) gets real masks on the CPU, so that counting still works
         device = "cpu" if linear.weight.is_meta else linear.weight.device
         self.register_buffer("weight_mask", torch.ones(linear.weight.shape, dtype=torch.bool, device=device))
-        # the dense initial weights, and the values they are scored at (see scoring_weights), kept so that
-        # prune_at_init can score them again, with a real batch, deterministically
+        # the dense initial weights, and the values they are scored at (see set_scoring_weights): SNIP scores
+        # them in calibrate, after inject, and pruning restarts from them
         self.register_buffer("weight_init", linear.weight.detach().clone(), persistent=False)
         self.register_buffer("weight_scored", self.weight_init, persistent=False)
 
@@ -53,20 +53,24 @@ class MaskedLinear(nn.Module):
 Pair = tuple[MaskedLinear, MaskedLinear]  # (down, up) of one adapter, or (A, B) of one LoRA update
 
 
-def set_scoring_weights(pairs: list[Pair]) -> None:
-    """Choose the values each adapter weight is scored at: its dense initial value, except for a matrix that
-    starts at zero.
+def bottleneck_up_scoring_init(weight: torch.Tensor) -> torch.Tensor:
+    """A bottleneck adapter's zero up-projection is scored at the down-projection's init, N(0, DOWN_INIT_STD)."""
+    return nn.init.normal_(torch.empty_like(weight), std=DOWN_INIT_STD)
 
-    The up-projection (LoRA's B) starts at zero so that the adapted model starts as the base model; scored at
-    zero, every one of its weights would score 0 (|w * g| = 0, |w| = 0) and a global ranking would prune it
-    first. For scoring only, a zero matrix gets random values (torch's RNG) at its partner's scale.
-    """
+
+def lora_b_scoring_init(weight: torch.Tensor) -> torch.Tensor:
+    """LoRA's zero B is scored at LoRA A's init over its own fan-in: nn.Linear's default, Kaiming-uniform with
+    a = sqrt(5) (what peft gives B with init_lora_weights=False)."""
+    return nn.init.kaiming_uniform_(torch.empty_like(weight), a=math.sqrt(5))
+
+
+def set_scoring_weights(pairs: list[Pair], zero_init: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Choose the values each adapter weight is scored at (the rule and its reason: SparseConfig's docstring):
+    its dense initial value, or, for a matrix that starts at zero, `zero_init(weight)`, drawn from torch's RNG."""
     for pair in pairs:
-        ref = next((m.weight_init for m in pair if m.weight_init.any()), None)
-        std = float(ref.float().std()) if ref is not None and ref.numel() > 1 else DOWN_INIT_STD
         for m in pair:
             if not m.weight_init.any():
-                m.weight_scored = torch.randn_like(m.weight_init) * std
+                m.weight_scored = zero_init(m.weight_init)
 
 
 def synflow_scores(pairs: list[Pair], weights: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -82,18 +86,21 @@ def synflow_scores(pairs: list[Pair], weights: list[torch.Tensor]) -> list[torch
 
 
 def snip_scores(
-    layers: list[MaskedLinear], weights: list[torch.Tensor], loss_fn: Callable[[], torch.Tensor]
+    layers: list[MaskedLinear], weights: list[torch.Tensor], losses: list[Callable[[], torch.Tensor]]
 ) -> list[torch.Tensor]:
-    """SNIP (Lee et al. 2019): |w * dL/dw| at w = the scoring weights, all masks open, on one batch."""
+    """SNIP (Lee et al. 2019): |w * dL/dw| at w = the scoring weights, all masks open, L the mean of `losses`
+    (one per batch; the gradients are summed batch by batch, so only one batch's graph is held at a time)."""
     with torch.no_grad():
         for layer, w in zip(layers, weights, strict=True):
             layer.weight.copy_(w)
             layer.weight_mask.fill_(True)
-    grads = torch.autograd.grad(loss_fn(), [layer.weight for layer in layers], allow_unused=True)
-    return [
-        (w.float() * g.float()).abs() if g is not None else torch.zeros_like(w, dtype=torch.float)
-        for w, g in zip(weights, grads, strict=True)
-    ]
+    total = [torch.zeros_like(w, dtype=torch.float) for w in weights]
+    for loss_fn in losses:
+        grads = torch.autograd.grad(loss_fn() / len(losses), [layer.weight for layer in layers], allow_unused=True)
+        for t, g in zip(total, grads, strict=True):
+            if g is not None:
+                t += g.float()
+    return [(w.float() * g).abs() for w, g in zip(weights, total, strict=True)]
 
 
 def keep_masks(scores: list[torch.Tensor], sparsity: float, scope: str) -> list[torch.Tensor]:

@@ -1,83 +1,73 @@
-"""inject (apply_method's part) and prune_at_init for SparseAdapter."""
+"""inject (apply_method's part) and calibrate (apply_method's data-dependent part) for SparseAdapter."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from ..adapter_layers import BottleneckAdapter
-from ..core import task_heads
 from ..registry import MethodError, get_method
-from .config import SparseConfig
-from .layer import MaskedLinear, Pair, keep_masks, planned_masks, set_scoring_weights, snip_scores, synflow_scores
-
-CALIBRATION_SHAPE = (8, 32)  # (sequences, tokens) of the synthetic SNIP batch
-_FIRST_ID = 4  # synthetic token ids start above the usual special ids (pad, bos/cls, eos/sep, unk)
+from .config import DATA_SCORINGS, SparseConfig
+from .layer import (
+    MaskedLinear,
+    Pair,
+    bottleneck_up_scoring_init,
+    keep_masks,
+    lora_b_scoring_init,
+    planned_masks,
+    set_scoring_weights,
+    snip_scores,
+    synflow_scores,
+)
 
 
 def inject(model: nn.Module, cfg: SparseConfig) -> nn.Module:
-    """Apply the dense base method, put fixed masks on its weight matrices and prune them.
-
-    apply_method gets no data, so SNIP scores here use a synthetic batch (`synthetic_batch`: random token ids
-    from the model's vocabulary, random labels; from torch's global RNG, which the training code seeds before
-    apply_method). Call `prune_at_init(model, cfg, batch)` right after apply_method to score a real batch
-    instead. On a meta-device model (the budget solver's) only the counts are set.
+    """Apply the dense base method and put fixed masks on its weight matrices; prune them with a data-free
+    scoring (magnitude, random, synflow). SNIP needs the run's training batches: apply_method hands them to
+    `calibrate` right after this, and until then the masks are open. On a meta-device model (the budget
+    solver's) only the counts are set.
     """
     model = get_method(cfg.base).inject(model, cfg.base_config())
     pairs = _mask_pairs(model)
     if not pairs:
         raise MethodError(f"sparse: the {cfg.base} method added no adapter weights to prune")
-    if not any(m.weight.is_meta for pair in pairs for m in pair):
-        set_scoring_weights(pairs)
-    _prune(model, pairs, cfg, None)
+    layers = [m for pair in pairs for m in pair]
+    if any(m.weight.is_meta for m in layers):
+        _set_masks(layers, planned_masks(layers, cfg.sparsity, cfg.scope))
+        return model
+    set_scoring_weights(pairs, lora_b_scoring_init if cfg.base == "lora" else bottleneck_up_scoring_init)
+    if cfg.scoring not in DATA_SCORINGS:
+        weights = [m.weight_scored for m in layers]
+        if cfg.scoring == "synflow":
+            scores = synflow_scores(pairs, weights)
+        elif cfg.scoring == "magnitude":
+            scores = [w.abs() for w in weights]
+        else:
+            scores = [torch.rand_like(w, dtype=torch.float) for w in weights]
+        _set_masks(layers, keep_masks(scores, cfg.sparsity, cfg.scope))
     return model
 
 
-def prune_at_init(model: nn.Module, cfg: SparseConfig, batch: Mapping[str, torch.Tensor]) -> None:
-    """Prune again from the adapters' dense initial weights, scoring `batch` (a model(**batch) input with labels,
-    so that the model returns a loss: one training batch is what SNIP uses). Must run before the first training
-    step; the masks it sets are the ones saved with the method.
+def calibrate(model: nn.Module, cfg: SparseConfig, batches: list[Mapping[str, torch.Tensor]]) -> None:
+    """SNIP on `batches` (model(**batch) inputs with labels: the run's first training batches), from the
+    adapters' dense initial weights; sets the masks that training keeps and that are saved with the method.
+    L is the mean of the model's own loss (cross-entropy) over the batches, in eval mode (no dropout noise).
     """
-    if cfg.method != "sparse":
-        raise MethodError(f"prune_at_init needs a sparse config, got {cfg.method!r}")
+    if cfg.scoring not in DATA_SCORINGS:
+        raise MethodError(f"sparse: scoring {cfg.scoring!r} uses no data; there is nothing to calibrate")
     pairs = _masked_pairs(model)
     if not pairs:
-        raise MethodError("prune_at_init: the model has no sparse adapters (apply_method(model, cfg) first)")
-    for layer in (m for pair in pairs for m in pair):
+        raise MethodError("sparse: the model has no sparse adapters to calibrate (apply the method first)")
+    layers = [m for pair in pairs for m in pair]
+    for layer in layers:
         if not torch.equal(layer.weight.detach(), layer.weight_init * layer.weight_mask):
-            raise MethodError("prune_at_init must run right after apply_method, before training changes the weights")
-    _prune(model, pairs, cfg, batch)
-
-
-def synthetic_batch(model: nn.Module, shape: tuple[int, int] = CALIBRATION_SHAPE) -> dict[str, torch.Tensor]:
-    """Random token ids from the model's vocabulary, ending in EOS (mBART and T5 classifiers pool on it), and
-    random labels: classes for a classifier, a target sequence for a seq2seq model."""
-    config = model.config
-    device = next(model.parameters()).device
-    batch, length = shape[0], min(shape[1], getattr(config, "max_position_embeddings", None) or shape[1])
-    low = min(_FIRST_ID, config.vocab_size - 1)
-    ids = torch.randint(low, config.vocab_size, (batch, length), device=device)
-    eos = getattr(config, "eos_token_id", None)
-    if isinstance(eos, int):
-        ids[ids == eos] = low if eos != low else low + 1
-        ids[:, -1] = eos
-    out = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    if task_heads(model):
-        if config.num_labels == 1:  # regression
-            out["labels"] = torch.randn(batch, device=device)
-        else:
-            out["labels"] = torch.randint(0, config.num_labels, (batch,), device=device)
-    elif config.is_encoder_decoder:
-        out["labels"] = torch.randint(low, config.vocab_size, (batch, max(2, length // 2)), device=device)
-    else:
-        raise MethodError(
-            f"sparse: SNIP needs a loss, and a bare {type(model).__name__} has none; use a model with a task head, "
-            "or scoring magnitude, random or synflow"
-        )
-    return out
+            raise MethodError("sparse: calibrate must run right after inject, before training changes the weights")
+    weights = [layer.weight_scored for layer in layers]
+    scores = snip_scores(layers, weights, [_loss_fn(model, batch) for batch in batches])
+    _set_masks(layers, keep_masks(scores, cfg.sparsity, cfg.scope))
 
 
 def _mask_pairs(model: nn.Module) -> list[Pair]:
@@ -106,21 +96,8 @@ def _masked_pairs(model: nn.Module) -> list[Pair]:
     return pairs
 
 
-def _prune(model: nn.Module, pairs: list[Pair], cfg: SparseConfig, batch: Mapping[str, torch.Tensor] | None) -> None:
-    layers = [m for pair in pairs for m in pair]
-    if any(layer.weight.is_meta for layer in layers):
-        masks = planned_masks(layers, cfg.sparsity, cfg.scope)
-    else:
-        weights = [layer.weight_scored for layer in layers]
-        if cfg.scoring == "snip":
-            scores = snip_scores(layers, weights, lambda: _loss(model, batch))
-        elif cfg.scoring == "synflow":
-            scores = synflow_scores(pairs, weights)
-        elif cfg.scoring == "magnitude":
-            scores = [w.abs() for w in weights]
-        else:
-            scores = [torch.rand_like(w, dtype=torch.float) for w in weights]
-        masks = keep_masks(scores, cfg.sparsity, cfg.scope)
+def _set_masks(layers: list[MaskedLinear], masks: list[torch.Tensor]) -> None:
+    """Set the keep-masks and restart the kept weights from their dense initial values."""
     with torch.no_grad():
         for layer, keep in zip(layers, masks, strict=True):
             layer.weight_mask.copy_(keep)
@@ -128,12 +105,16 @@ def _prune(model: nn.Module, pairs: list[Pair], cfg: SparseConfig, batch: Mappin
                 layer.weight.copy_(layer.weight_init * layer.weight_mask)
 
 
-def _loss(model: nn.Module, batch: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
-    """The model's loss on `batch` (or a synthetic one) in eval mode: no dropout noise in the scores."""
-    device = next(model.parameters()).device
-    batch = synthetic_batch(model) if batch is None else {k: v.to(device) for k, v in batch.items()}
+def _loss_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
     if "labels" not in batch:
-        raise MethodError("sparse: the SNIP batch needs labels, so that the model returns a loss")
+        raise MethodError("sparse: a SNIP batch needs labels, so that the model returns a loss")
+    return lambda: _loss(model, batch)
+
+
+def _loss(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The model's loss on `batch` in eval mode: no dropout noise in the scores."""
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
     training = model.training
     model.eval()
     try:
@@ -141,5 +122,6 @@ def _loss(model: nn.Module, batch: Mapping[str, torch.Tensor] | None) -> torch.T
     finally:
         model.train(training)
     if loss is None:
-        raise MethodError(f"sparse: {type(model).__name__} returned no loss for the SNIP batch")
+        raise MethodError(f"sparse: {type(model).__name__} returned no loss for the SNIP batch; use a model with a "
+                          "task head, or scoring magnitude, random or synflow")
     return loss
