@@ -100,13 +100,25 @@ def updating(db_path: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
                 leftover.unlink(missing_ok=True)
 
 
+# Read-only by construction rather than by filtering statements: the file is attached read-only, no file
+# other than it can be read or written (COPY ... TO, ATTACH, read_csv, EXPORT), no extension is installed or
+# loaded, and the configuration is locked so that SET cannot undo any of it.
+READONLY_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
 def connect_readonly(db_path: Path | str) -> duckdb.DuckDBPyConnection:
-    """Open the results database read-only; a clear FileNotFoundError if it is not there."""
+    """Open the results database for queries that can change and read nothing else (READONLY_CONFIG);
+    a clear FileNotFoundError if it is not there."""
     db_path = Path(db_path)
     if not db_path.is_file():
         raise FileNotFoundError(f"no results database at {db_path}: run the workflow's aggregate step "
                                 "first, or pass --db")
-    return duckdb.connect(str(db_path), read_only=True)
+    return duckdb.connect(str(db_path), read_only=True, config=READONLY_CONFIG)
 
 
 def find_run_dirs(root: Path | str) -> list[Path]:
