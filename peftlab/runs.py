@@ -27,6 +27,7 @@ from peftlab.methods import (
     count_parameters,
     get_method,
     make_method_config,
+    read_method_files,
     save_method,
     solve_budget,
 )
@@ -153,7 +154,7 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
         result = train(model, train_rows, dev_rows, cfg,
                        pad_id=model.config.pad_token_id, checkpoint_dir=checkpoint_dir, log_path=log_path,
                        device=device, run_key=json.dumps([run, model_path], sort_keys=True, default=str))
-    save_method(model, method_cfg, method_dir)
+    method_sha256 = save_method(model, method_cfg, method_dir)
     record = {
         **{k: run[k] for k in ("run_id", "study", "task", "method", "budget", "seed", "code_fingerprint",
                                "data_manifest_sha256")},
@@ -163,6 +164,7 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
         "status": "ok", "error": None, "log_path": str(log_path) if log_path else None,
         "base_model": run["base_model"], "base_model_id": model_identity(model_path, model_spec),
         "method_config": json.loads((method_dir / "method_config.json").read_text()),
+        "method_sha256": method_sha256,  # evaluate and benchmark refuse method files that differ
         "train_config": {**run["train"], "seed": run["seed"]},
         "params": {"trainable": counts.trainable, "total": base_total,
                    "realised_fraction": counts.trainable / base_total, "rel_error": rel_error,
@@ -184,6 +186,7 @@ def adopt_shared_training(shared_record: Path, shared_method_dir: Path, run: dic
     record = json.loads(Path(shared_record).read_text())
     tmp = Path(tempfile.mkdtemp(dir=Path(method_dir).parent, prefix=".tmp-"))
     shutil.copytree(shared_method_dir, tmp, dirs_exist_ok=True)
+    read_method_files(tmp, record.get("method_sha256") or {})  # the copy is the shared run's, bit for bit
     replace_dir(tmp, Path(method_dir))
     identity = {k: run[k] for k in ("run_id", "study", "task", "method", "budget", "seed", "code_fingerprint")}
     record = {**record, **identity, "multitask_run": record["run_id"], "multitask_tasks": record.get("tasks")}

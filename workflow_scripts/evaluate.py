@@ -21,6 +21,7 @@ else:
         evaluate_run(train_record["run_id"], model_path=model_path, model_spec=sm.params.model_spec,
                      task=sm.params.task, corpus_dir=Path(sm.input.corpus).parent,
                      shard_dir=Path(sm.input.shards).parent, method_dir=Path(sm.input.method_dir),
+                     method_sha256=train_record.get("method_sha256") or {},
                      record_path=Path(sm.output.record), predictions_path=Path(sm.output.predictions),
                      settings=sm.params.settings, train_size=train_record.get("train_size"),
                      pretraining={t: (Path(d), p, lang) for t, (d, p, lang) in sm.params.pretraining.items()})
