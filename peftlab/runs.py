@@ -33,14 +33,15 @@ from peftlab.methods import (
 )
 from peftlab.models import build_marian, default_device, load_base, load_tokenizer, model_identity, shard_labels
 from peftlab.provenance import package_versions, utc_now
-from peftlab.train import Preempted, train
+from peftlab.train import Preempted, discard_checkpoints, train
 from peftlab.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 
 @contextmanager
-def failure_recorded(record_path: Path, identity: dict, log_path: Path | None = None) -> Iterator[None]:
+def failure_recorded(record_path: Path, identity: dict, log_path: Path | None = None, *,
+                     checkpoint_dir: Path | None = None) -> Iterator[None]:
     """Turn an error inside a stage into a record with status "failed", the reason and the log path.
 
     The job then succeeds, so the rest of the study (and its aggregation) goes on and the database
@@ -48,6 +49,8 @@ def failure_recorded(record_path: Path, identity: dict, log_path: Path | None = 
     (Preempted), Ctrl-C and being out of memory propagate, so Snakemake/SLURM retry or requeue the
     job and it resumes from its checkpoint. A failed run reruns when its config or code changes,
     like any other; to retry it unchanged, delete its record or use `snakemake --forcerun`.
+    A failed run is finished, so its training checkpoint (`checkpoint_dir`) is removed with it; an
+    interrupted one keeps it. (A completed train() removes its own.)
     """
     try:
         yield
@@ -57,6 +60,8 @@ def failure_recorded(record_path: Path, identity: dict, log_path: Path | None = 
         log.exception("stage failed; recording the failure in %s", record_path)
         write_json({**identity, "status": "failed", "error": f"{type(error).__name__}: {error}",
                     "log_path": str(log_path) if log_path else None, "finished_at": utc_now()}, record_path)
+        if checkpoint_dir is not None:
+            discard_checkpoints(checkpoint_dir)
 
 
 def upstream_failure(train_record: Path) -> str | None:

@@ -14,7 +14,7 @@ manifests = [json.loads((d / "manifest.json").read_text())["corpus_sha256"] for 
 run = {**sm.params.run, "code_fingerprint": sm.params.code, "data_manifest_sha256": "+".join(manifests) or None}
 Path(sm.output.method_dir).mkdir(parents=True, exist_ok=True)  # exists even when the run fails
 identity = {k: run[k] for k in ("run_id", "study", "task", "method", "budget", "seed", "code_fingerprint")}
-with failure_recorded(Path(sm.output.record), identity, Path(sm.log[0])):
+with failure_recorded(Path(sm.output.record), identity, Path(sm.log[0]), checkpoint_dir=Path(sm.params.checkpoints)):
     if sm.input.shared:  # a multi-task method: this task adopts the model trained on all tasks
         adopt_shared_training(Path(sm.input.shared[0]), Path(sm.input.shared[0]).parent / "method", run,
                               record_path=Path(sm.output.record), method_dir=Path(sm.output.method_dir))
