@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from peftlab.results import TABLES, VIEWS, aggregate, connect_readonly, find_run_dirs
+from peftlab.results.store import replace_study_rows
 from peftlab.results.synthetic import write_synthetic_grid
 
 FAILED = "demo/en-fi/adapter/0.01/seed1"
@@ -186,6 +187,45 @@ def test_idempotent_incremental_and_replacing(tmp_path: Path) -> None:
     assert count(db_path, "training_curves") == first["training_curves"] + 2
     assert count(db_path, "evaluations") == first["evaluations"]
     assert count(db_path, "runs") == first["runs"] + 1
+
+
+def demo_rows(db_path: Path, name: str) -> pd.DataFrame:
+    """The demo study's rows of a table or view, in a canonical order, without the load time."""
+    df = query(db_path, f"SELECT * FROM {name}").drop(columns=["loaded_at"], errors="ignore")
+    df = df[df["study"] == "demo"] if "study" in df else df[~df["run_id"].str.startswith("other/")]
+    keys = [repr(tuple(row)) for row in df.itertuples(index=False)]
+    return df.iloc[sorted(range(len(df)), key=keys.__getitem__)].reset_index(drop=True)
+
+
+def test_the_database_mirrors_the_studys_current_grid(tmp_path: Path) -> None:
+    """A method removed from the grid leaves no row in any table or view; compared with a database built
+    from the smaller grid alone, and another study's rows stay."""
+    db_path, fresh = tmp_path / "results.duckdb", tmp_path / "fresh.duckdb"
+    dirs = make_grid(tmp_path)
+    other = write_synthetic_grid(tmp_path, study="other", tasks=["en-de"], methods=["adapter"], budgets=["0.1"],
+                                 seeds=[0])
+    aggregate(other, db_path, study="other")
+    aggregate(dirs, db_path, study="demo")
+    is_adapter = [d.parts[-3] == "adapter" for d in dirs]
+    adapter_run, lora_run = (next(str(d.relative_to(tmp_path)).replace("/runs/", "/")
+                                  for d in dirs if d.parts[-3] == m) for m in ("adapter", "lora"))
+    replace_study_rows(db_path, "mt_significance", "demo", pd.DataFrame(
+        [{"study": "demo", "run_id": run, "baseline_run_id": "demo/en-de/full/none/seed0", "metric": "chrf"}
+         for run in (adapter_run, lora_run)]))
+    assert count(db_path, "method_comparison") > 0 and any(is_adapter)
+
+    kept = [d for d, gone in zip(dirs, is_adapter, strict=True) if not gone]  # the folders stay on disk
+    aggregate(kept, db_path, study="demo")
+    aggregate(kept, fresh, study="demo")
+    for name in [*TABLES, *VIEWS]:
+        if name not in ("mt_significance", "significance"):  # rows injected above into db_path only
+            pd.testing.assert_frame_equal(demo_rows(db_path, name), demo_rows(fresh, name), obj=name)
+    assert query(db_path, "SELECT run_id FROM mt_significance")["run_id"].tolist() == [lora_run]
+    assert query(db_path, "SELECT count(*) AS n FROM runs WHERE method = 'adapter' AND study = 'demo'")["n"][0] == 0
+    assert query(db_path, "SELECT count(*) AS n FROM method_comparison WHERE method = 'adapter'")["n"][0] == 1
+    assert count(db_path, "runs") == len(kept) + 1  # the other study's adapter run stays
+    with pytest.raises(ValueError, match="another study"):
+        aggregate([*kept, *other], db_path, study="demo")
 
 
 def test_failed_load_leaves_db_untouched(tmp_path: Path) -> None:
