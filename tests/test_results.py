@@ -228,6 +228,44 @@ def test_the_database_mirrors_the_studys_current_grid(tmp_path: Path) -> None:
         aggregate([*kept, *other], db_path, study="demo")
 
 
+def test_a_failed_data_job_skips_its_runs_and_the_rest_of_the_study_is_loaded(tmp_path: Path) -> None:
+    """One task's shards fail: the job records the failure in its manifest, that task's runs record `skipped`
+    down the chain (train -> eval, bench) as the workflow scripts do, and aggregation loads every run."""
+    from peftlab.data import DataError
+    from peftlab.status import failure_recorded, record_skipped, upstream_failure
+
+    dirs = make_grid(tmp_path)
+    manifest = tmp_path / "demo" / "shards" / "tiny" / "en-fi" / "manifest.json"
+    with failure_recorded(manifest, {"stage": "build_shards", "task": "en-fi"}, tmp_path / "shards.log"):
+        raise DataError("corpus for en-fi has no training pairs left")
+    assert json.loads(manifest.read_text())["status"] == "failed"
+    fi = [d for d in dirs if d.parts[-4] == "en-fi"]
+    for run_dir in fi:  # what train.py, evaluate.py and benchmark.py write when an input stage failed
+        run_id = str(run_dir.relative_to(tmp_path)).replace("/runs/", "/")
+        for name in ("eval.json", "bench.json"):
+            (run_dir / name).unlink(missing_ok=True)
+        reason = upstream_failure({manifest: "build_shards"})
+        record_skipped(run_dir / "train.json", {"run_id": run_id, "study": "demo", "task": "en-fi"}, reason)
+        for name in ("eval.json", "bench.json"):
+            record_skipped(run_dir / name, {"run_id": run_id},
+                           upstream_failure({run_dir / "train.json": "training"}))
+    assert upstream_failure({d / "train.json": "training" for d in dirs if d not in fi}) is None
+
+    aggregate(dirs, tmp_path / "results.duckdb", study="demo")
+    runs = query(tmp_path / "results.duckdb", "SELECT task, status, error, eval_status, bench_status, eval_error "
+                                              "FROM runs")
+    skipped = runs[runs.task == "en-fi"]
+    assert len(skipped) == len(fi) and set(skipped.status) == {"skipped"}
+    assert set(skipped.error) == {f"build_shards failed ({manifest}): DataError: corpus for en-fi has no "
+                                  "training pairs left"}
+    assert set(skipped.eval_status) == set(skipped.bench_status) == {"skipped"}
+    assert all(e.startswith("training skipped (") and "build_shards failed" in e for e in skipped.eval_error)
+    loaded = runs[runs.task == "en-de"]
+    assert len(loaded) == N_RUNS // 2 and set(loaded.status) == {"ok"}
+    assert set(query(tmp_path / "results.duckdb", "SELECT DISTINCT task FROM method_comparison WHERE chrf IS NOT "
+                                                  "NULL")["task"]) == {"en-de"}
+
+
 def test_failed_load_leaves_db_untouched(tmp_path: Path) -> None:
     db_path = tmp_path / "results.duckdb"
     dirs = make_grid(tmp_path)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import MarianConfig, MarianMTModel
 
-from peftlab.runs import failure_recorded
+from peftlab.status import failure_recorded
 from peftlab.train import Preempted, batch_order, get_lr, train
 from peftlab.train_config import TrainConfig, TrainConfigError
 

@@ -6,9 +6,17 @@ start(snakemake)  # noqa: F821
 from peftlab.data import build_shards  # noqa: E402
 from peftlab.model_source import resolve_model_path, source_prefix  # noqa: E402
 from peftlab.models import load_tokenizer  # noqa: E402
+from peftlab.status import failure_recorded, record_skipped, upstream_failure  # noqa: E402
 
 sm = snakemake  # noqa: F821
-tokenizer = load_tokenizer(sm.params.built_tokenizer or resolve_model_path(sm.params.model_spec), sm.params.model_spec)
-build_shards(Path(sm.input.corpus).parent, tokenizer, Path(sm.output[0]).parent,
-             tokenizer_id=sm.wildcards.model, source_prefix=source_prefix(sm.params.model_spec, sm.params.task),
-             max_length=sm.params.task.get("max_length", 128))
+manifest = Path(sm.output[0])
+identity = {"stage": "build_shards", "model": sm.wildcards.model, "task": sm.wildcards.task}
+if reason := upstream_failure({sm.input.corpus: "prepare_corpus", **{t: "build_tokenizer" for t in sm.input.base}}):
+    record_skipped(manifest, identity, reason)
+else:
+    with failure_recorded(manifest, identity, Path(sm.log[0])):
+        tokenizer = load_tokenizer(sm.params.built_tokenizer or resolve_model_path(sm.params.model_spec),
+                                   sm.params.model_spec)
+        build_shards(Path(sm.input.corpus).parent, tokenizer, manifest.parent, tokenizer_id=sm.wildcards.model,
+                     source_prefix=source_prefix(sm.params.model_spec, sm.params.task),
+                     max_length=sm.params.task.get("max_length", 128))
