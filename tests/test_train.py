@@ -111,3 +111,27 @@ def test_a_failed_run_drops_its_checkpoint_an_interrupted_one_keeps_it(tmp_path)
         raise ValueError("loss is nan")
     assert json.loads(record.read_text())["status"] == "failed"
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_multitask_runs_copy_is_checked_against_the_shared_record(tmp_path):
+    from peftlab.methods import MethodError, apply_method, make_method_config, save_method
+    from peftlab.runs import adopt_shared_training
+
+    cfg = make_method_config("lora", {"rank": 2})
+    shared = tmp_path / "multitask"
+    record = {"run_id": "s/multitask/m/lora/0.1/seed0", "status": "ok", "tasks": ["a", "b"],
+              "method_sha256": save_method(apply_method(tiny_model(), cfg), cfg, shared / "method")}
+    (shared / "train.json").write_text(json.dumps(record))
+    run = {"run_id": "s/a/lora/0.1/seed0", "study": "s", "task": "a", "method": "lora", "budget": "0.1", "seed": 0,
+           "code_fingerprint": "c"}
+    out = tmp_path / "a"
+    out.mkdir()
+    adopted = adopt_shared_training(shared / "train.json", shared / "method", run, record_path=out / "train.json",
+                                    method_dir=out / "method")
+    assert adopted["method_sha256"] == record["method_sha256"] and (out / "method" / "method.safetensors").exists()
+    weights = shared / "method" / "method.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit of the last tensor
+    with pytest.raises(MethodError, match="method.safetensors is corrupt"):
+        adopt_shared_training(shared / "train.json", shared / "method", run, record_path=out / "train.json",
+                              method_dir=out / "method")
