@@ -85,17 +85,18 @@ def benchmark_forward(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
 
 
 def benchmark_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, corpus_dir: Path, shard_dir: Path,
-                  method_dir: Path, record_path: Path, settings: dict, device: str | None = None) -> dict:
+                  method_dir: Path, method_sha256: dict[str, str], record_path: Path, settings: dict,
+                  device: str | None = None) -> dict:
     device = device or default_device()
     test = read_jsonl(corpus_dir / "test.jsonl")
     common = {"batch_sizes": settings["batch_sizes"], "warmup": settings["warmup"], "repeats": settings["repeats"],
               "device": device}
     if task["kind"] == "classification":
         labels = shard_labels(shard_dir)
-        model, tokenizer = load_trained(model_path, model_spec, task, method_dir, len(labels))
+        model, tokenizer = load_trained(model_path, model_spec, task, method_dir, method_sha256, len(labels))
         rows = benchmark_forward(model, tokenizer, [r["text"] for r in test], **common)
     else:
-        model, tokenizer = load_trained(model_path, model_spec, task, method_dir)
+        model, tokenizer = load_trained(model_path, model_spec, task, method_dir, method_sha256)
         rows = benchmark_generation(model, tokenizer, [r["src"] for r in test], new_tokens=settings["new_tokens"],
                                     languages=languages_of(model_spec, task), **common)
     record = {"run_id": run_id, "device": device, "threads": torch.get_num_threads(), "status": "ok",

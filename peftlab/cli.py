@@ -19,7 +19,7 @@ def _query(args: argparse.Namespace) -> None:
     sql = sys.stdin.read() if args.sql == "-" else args.sql
     with connect_readonly(args.db) as con:
         cur = con.execute(sql)
-        if cur.description is None:  # a statement without a result set (e.g. SET)
+        if cur.description is None:  # a statement without a result set (e.g. CREATE TEMP TABLE)
             return
         columns = [d[0] for d in cur.description]
         is_json = [d[1] == "JSON" for d in cur.description]

@@ -50,7 +50,8 @@ def translate(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, source
 
 
 def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, corpus_dir: Path, shard_dir: Path,
-                 method_dir: Path, record_path: Path, predictions_path: Path, settings: dict,
+                 method_dir: Path, method_sha256: dict[str, str], record_path: Path, predictions_path: Path,
+                 settings: dict,
                  pretraining: dict[str, tuple[Path, str, str]] | None = None, train_size: int | None = None,
                  device: str | None = None) -> dict:
     """Score a trained run on its test split(s), and measure what it forgot.
@@ -59,11 +60,12 @@ def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, 
     pretraining pairs (`pretraining`: task -> (corpus dir, source language, target language)).
     Classification: accuracy and macro-F1 per test language, OOD detection (MSP, max logit, energy,
     Mahalanobis). Both: per-layer CKA between the base model's and the tuned model's representations.
+    `method_sha256` is the run's train.json "method_sha256": method files that do not match it are refused.
     """
     device = device or default_device()
     labels = shard_labels(shard_dir)
     num_labels = len(labels) if labels else None
-    model, tokenizer = load_trained(model_path, model_spec, task, method_dir, num_labels)
+    model, tokenizer = load_trained(model_path, model_spec, task, method_dir, method_sha256, num_labels)
     model.to(device)
     if task["kind"] == "classification":
         fit_rows = subset_rows(load_split(shard_dir, "train"), train_size, task.get("split_seed", 0), stratify=True)

@@ -115,10 +115,12 @@ def load_base(model_path: str, model_spec: dict, task: dict,
     return model, tokenizer
 
 
-def load_trained(model_path: str, model_spec: dict, task: dict, method_dir: Path, num_labels: int | None = None):
-    """A run's model: the base model with the run's saved method weights applied."""
+def load_trained(model_path: str, model_spec: dict, task: dict, method_dir: Path, method_sha256: dict[str, str],
+                 num_labels: int | None = None):
+    """A run's model: the base model with the run's saved method weights applied, once they match the
+    checksums its train.json recorded (`method_sha256`)."""
     model, tokenizer = load_base(model_path, model_spec, task, num_labels)
-    return load_method(model, method_dir), tokenizer
+    return load_method(model, method_dir, method_sha256), tokenizer
 
 
 def shard_labels(shard_dir: Path) -> list[str] | None:

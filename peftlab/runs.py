@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,41 +25,14 @@ from peftlab.methods import (
     count_parameters,
     get_method,
     make_method_config,
+    read_method_files,
     save_method,
     solve_budget,
 )
 from peftlab.models import build_marian, default_device, load_base, load_tokenizer, model_identity, shard_labels
 from peftlab.provenance import package_versions, utc_now
-from peftlab.train import Preempted, first_batches, train
+from peftlab.train import first_batches, train
 from peftlab.train_config import TrainConfig
-
-log = logging.getLogger(__name__)
-
-
-@contextmanager
-def failure_recorded(record_path: Path, identity: dict, log_path: Path | None = None) -> Iterator[None]:
-    """Turn an error inside a stage into a record with status "failed", the reason and the log path.
-
-    The job then succeeds, so the rest of the study (and its aggregation) goes on and the database
-    shows the failure instead of silently missing the run. Interruptions are not failures: SIGTERM
-    (Preempted), Ctrl-C and being out of memory propagate, so Snakemake/SLURM retry or requeue the
-    job and it resumes from its checkpoint. A failed run reruns when its config or code changes,
-    like any other; to retry it unchanged, delete its record or use `snakemake --forcerun`.
-    """
-    try:
-        yield
-    except (Preempted, KeyboardInterrupt, MemoryError):
-        raise
-    except Exception as error:
-        log.exception("stage failed; recording the failure in %s", record_path)
-        write_json({**identity, "status": "failed", "error": f"{type(error).__name__}: {error}",
-                    "log_path": str(log_path) if log_path else None, "finished_at": utc_now()}, record_path)
-
-
-def upstream_failure(train_record: Path) -> str | None:
-    """Why a run's training did not succeed, or None when it did; evaluation and benchmark skip such runs."""
-    record = json.loads(Path(train_record).read_text())
-    return None if record.get("status") == "ok" else f"training {record.get('status')}: {record.get('error')}"
 
 
 def denoising_rows(rows: list[dict], seed: int, drop: float = 0.25) -> list[dict]:
@@ -163,7 +133,7 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
         result = train(model, train_rows, dev_rows, cfg,
                        pad_id=model.config.pad_token_id, checkpoint_dir=checkpoint_dir, log_path=log_path,
                        device=device, run_key=json.dumps([run, model_path], sort_keys=True, default=str))
-    save_method(model, method_cfg, method_dir)
+    method_sha256 = save_method(model, method_cfg, method_dir)
     record = {
         **{k: run[k] for k in ("run_id", "study", "task", "method", "budget", "seed", "code_fingerprint",
                                "data_manifest_sha256")},
@@ -173,6 +143,7 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
         "status": "ok", "error": None, "log_path": str(log_path) if log_path else None,
         "base_model": run["base_model"], "base_model_id": model_identity(model_path, model_spec),
         "method_config": json.loads((method_dir / "method_config.json").read_text()),
+        "method_sha256": method_sha256,  # evaluate and benchmark refuse method files that differ
         "train_config": {**run["train"], "seed": run["seed"]},
         "params": {"trainable": counts.trainable, "total": base_total,
                    "realised_fraction": counts.trainable / base_total, "rel_error": rel_error,
@@ -194,6 +165,7 @@ def adopt_shared_training(shared_record: Path, shared_method_dir: Path, run: dic
     record = json.loads(Path(shared_record).read_text())
     tmp = Path(tempfile.mkdtemp(dir=Path(method_dir).parent, prefix=".tmp-"))
     shutil.copytree(shared_method_dir, tmp, dirs_exist_ok=True)
+    read_method_files(tmp, record.get("method_sha256") or {})  # the copy is the shared run's, bit for bit
     replace_dir(tmp, Path(method_dir))
     identity = {k: run[k] for k in ("run_id", "study", "task", "method", "budget", "seed", "code_fingerprint")}
     record = {**record, **identity, "multitask_run": record["run_id"], "multitask_tasks": record.get("tasks")}

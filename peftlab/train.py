@@ -175,9 +175,21 @@ class Checkpointer:
         torch.set_rng_state(tensors["rng.torch"])
         return state
 
-    def clear_latest(self) -> None:
-        for path in [*self.folder.glob("latest-*.safetensors"), self.folder / "latest.json"]:
-            path.unlink(missing_ok=True)
+    def discard(self) -> None:
+        """Remove the checkpoint once the run has finished: the best weights are in the model and its
+        outputs, and nothing resumes a finished run (they were 91 of a test study's 95 MB)."""
+        discard_checkpoints(self.folder)
+
+
+def discard_checkpoints(folder: Path) -> None:
+    """Remove what Checkpointer wrote in `folder`, and the folder once it is empty (only our files: the
+    folder is the caller's)."""
+    folder = Path(folder)
+    for path in [*folder.glob("latest-*.safetensors"), folder / "latest.json", folder / "best.safetensors",
+                 *folder.glob("*.tmp")]:
+        path.unlink(missing_ok=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], cfg: TrainConfig, *,
@@ -185,8 +197,9 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
           device: str = "cpu", stop_after_steps: int | None = None) -> dict:
     """Train the model's trainable parameters in place; on return the model holds the best dev weights.
 
-    Returns the training record (`train` section) and the curve. `stop_after_steps` simulates an
-    interruption after that many steps of this invocation (used by the resume test).
+    Returns the training record (`train` section) and the curve. `checkpoint_dir` holds what resuming
+    needs while the run is unfinished; it is removed when training completes. `stop_after_steps`
+    simulates an interruption after that many steps of this invocation (used by the resume test).
     """
     if len(train_rows) < cfg.batch_size:
         raise ValueError(f"{len(train_rows)} training examples are fewer than one batch of {cfg.batch_size}")
@@ -276,7 +289,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
         state.update(best_dev=evaluate_loss(model, dev_rows, pad_id, cfg.batch_size, device), best_step=state["step"])
         ckpt.save_best(model)
     ckpt.load_best(model)
-    ckpt.clear_latest()
+    ckpt.discard()
     return {
         "train": {
             "steps": state["step"], "wall_time_s": round(elapsed, 3),

@@ -1,5 +1,6 @@
 """Shared fixtures: a copy of the repo with the test study (config/test.yaml) run locally once per session."""
 
+import filecmp
 import os
 import shutil
 import subprocess
@@ -41,11 +42,13 @@ def local_study(tmp_path_factory) -> Path:
     workflow tests; the run below then only does what the current code and config invalidate."""
     if reused := os.environ.get("PEFTLAB_FINISHED_STUDY"):
         workdir = Path(reused)
-        for name in ("peftlab", "rules", "workflow_scripts", "config", "Snakefile"):  # the code under test
-            target = workdir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            (shutil.copytree if (REPO / name).is_dir() else shutil.copy2)(REPO / name, target)
+        # the code under test, file by file: an unchanged file keeps its time (a script's time reruns its rule)
+        for source in [REPO / "Snakefile", *[f for d in ("peftlab", "rules", "workflow_scripts", "config")
+                                              for f in (REPO / d).rglob("*") if f.is_file()]]:
+            target = workdir / source.relative_to(REPO)
+            if "__pycache__" not in source.parts and not (target.exists() and filecmp.cmp(source, target, False)):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
         run_snakemake(workdir)
         return workdir
     workdir = copy_repo(tmp_path_factory.mktemp("local") / "repo")

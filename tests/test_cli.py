@@ -5,6 +5,7 @@ import io
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from peftlab.cli import main
@@ -46,6 +47,38 @@ def test_query_is_read_only(db: Path, capsys: pytest.CaptureFixture[str]) -> Non
         assert "read-only" in capsys.readouterr().err
     assert main(["query", "--db", str(db), "SELECT count(*) AS n FROM runs", "--format", "csv"]) == 0
     assert capsys.readouterr().out.split() == ["n", "10"]
+
+
+def test_query_reaches_no_other_file_nor_setting(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No statement of a query can write a file, open another database, read the file system, load an
+    extension or unlock the configuration; SELECTs over the views still work."""
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).execute("CREATE TABLE t AS SELECT 1 AS a").close()
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n42\n")
+    before = db.read_bytes()
+    refused = {
+        f"COPY (SELECT 1) TO '{db}'": "file system operations are disabled",
+        f"COPY (SELECT 1) TO '{tmp_path / 'out.csv'}'": "file system operations are disabled",
+        f"ATTACH '{other}' AS o (READ_WRITE)": "file system operations are disabled",
+        f"SELECT * FROM read_csv('{secret}')": "file system operations are disabled",
+        "SELECT * FROM read_csv('/etc/passwd')": "file system operations are disabled",
+        f"EXPORT DATABASE '{tmp_path / 'export'}'": "file system operations are disabled",
+        "INSTALL httpfs": "file system operations are disabled",
+        "LOAD httpfs": "Loading external extensions is disabled",  # json is built in: a no-op
+        "SET enable_external_access = true": "the configuration has been locked",
+        "SET lock_configuration = false": "the configuration has been locked",
+        "RESET enable_external_access": "the configuration has been locked",
+    }
+    for sql, message in refused.items():
+        assert main(["query", "--db", str(db), sql]) == 1, sql
+        assert message in capsys.readouterr().err, sql
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.duckdb", "secret.csv"]
+    assert duckdb.connect(str(other), read_only=True).execute("SELECT a FROM t").fetchall() == [(1,)]
+    for view in ("method_comparison", "run_summary", "pareto", "run_metrics"):
+        assert main(["query", "--db", str(db), f"SELECT count(*) AS n FROM {view}", "--format", "csv"]) == 0
+        assert int(capsys.readouterr().out.split()[1]) > 0, view
 
 
 def test_missing_db_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

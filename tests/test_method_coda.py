@@ -289,8 +289,8 @@ def test_save_load_round_trip(family: str, task: str, tmp_path) -> None:
         model(**batch).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    save_method(model, cfg, tmp_path)
-    reloaded = load_method(tiny_model(family, task, layers=2), tmp_path)
+    sha256 = save_method(model, cfg, tmp_path)
+    reloaded = load_method(tiny_model(family, task, layers=2), tmp_path, sha256)
     assert torch.equal(_logits(reloaded, batch), _logits(model, batch))
 
 

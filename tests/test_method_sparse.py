@@ -144,14 +144,14 @@ def test_save_load_restores_masks(base: str, family: str, task: str, tmp_path) -
     _, model, cfg = _sparse(base, family, task)
     batch = example_batch(model)
     _train(model, batch, steps=2)
-    save_method(model, cfg, tmp_path)
+    sha256 = save_method(model, cfg, tmp_path)
     saved = load_file(tmp_path / "method.safetensors")
     mask_keys = {k for k in saved if k.endswith("weight_mask")}
     assert mask_keys and all(saved[k].dtype == torch.bool for k in mask_keys)
     assert set(saved) - mask_keys == set(trainable_state_dict(model))  # weight keys are the base method's
     assert json.loads((tmp_path / "method_config.json").read_text())["sparsity"] == 0.6
     torch.manual_seed(123)  # a different RNG state: the masks come from the file, not from scoring again
-    reloaded = load_method(tiny_model(family, task), tmp_path)
+    reloaded = load_method(tiny_model(family, task), tmp_path, sha256)
     for a, b in zip(_masked(model), _masked(reloaded), strict=True):
         assert torch.equal(a.weight_mask, b.weight_mask)
     assert torch.equal(_logits(reloaded, batch), _logits(model, batch))

@@ -7,10 +7,13 @@ weights.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
+from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 import transformers as tf
 from peft import IA3Config, LoraConfig, get_peft_model
@@ -203,12 +206,12 @@ def test_save_load_reproduces_outputs(method: str, family: str, task: str, tmp_p
     batch = example_batch(model)
     if any(p.requires_grad for p in model.parameters()):
         _train(model, batch, steps=2)
-    save_method(model, cfg, tmp_path)
+    sha256 = save_method(model, cfg, tmp_path)
     saved = json.loads((tmp_path / "method_config.json").read_text())
     assert saved["method"] == method and list(saved) == sorted(saved)
     assert (tmp_path / "method.safetensors").exists()
     fresh = tiny_model(family, task)  # same seed: the same base weights, a different object
-    reloaded = load_method(fresh, tmp_path)
+    reloaded = load_method(fresh, tmp_path, sha256)
     assert torch.equal(_logits(reloaded, batch), _logits(model, batch))
     assert set(trainable_state_dict(reloaded)) == set(trainable_state_dict(model))
 
@@ -391,16 +394,48 @@ def test_fixed_position_tables_stay_frozen_and_uncounted() -> None:
     assert count.total == sum(p.numel() for n, p in model.named_parameters() if "embed_positions" not in n)
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_load_rejects_mismatched_weights(tmp_path) -> None:
     _, model, cfg = _adapted("houlsby", "marian", "seq2seq")
-    save_method(model, cfg, tmp_path)
-    config = json.loads((tmp_path / "method_config.json").read_text())
-    (tmp_path / "method_config.json").write_text(json.dumps(config | {"cross_attention": True}))
-    with pytest.raises(MethodError, match="missing"):
-        load_method(tiny_model("marian"), tmp_path)
-    (tmp_path / "method_config.json").write_text(json.dumps(config | {"bottleneck": 5}))
+    sha256 = save_method(model, cfg, tmp_path)
+    config_file = tmp_path / "method_config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps(config | {"cross_attention": True}))
+    with pytest.raises(MethodError, match="missing"):  # recorded as written, the keys still have to fit
+        load_method(tiny_model("marian"), tmp_path, sha256 | {config_file.name: _sha256(config_file)})
+    config_file.write_text(json.dumps(config | {"bottleneck": 5}))
     with pytest.raises(MethodError, match="shape"):
-        load_method(tiny_model("marian"), tmp_path)
+        load_method(tiny_model("marian"), tmp_path, sha256 | {config_file.name: _sha256(config_file)})
+
+
+def test_a_corrupted_method_file_is_refused(tmp_path) -> None:
+    """Flipped bits in the weights still parse as safetensors (and would evaluate as another model): the
+    checksum recorded at save time is what refuses them, naming the file and both hashes."""
+    _, model, cfg = _adapted("lora", "marian", "seq2seq")
+    _train(model, example_batch(model), steps=1)
+    sha256 = save_method(model, cfg, tmp_path)
+    weights, config_file = tmp_path / "method.safetensors", tmp_path / "method_config.json"
+    assert sha256 == {weights.name: _sha256(weights), config_file.name: _sha256(config_file)}
+    original = weights.read_bytes()
+    data = bytearray(original)
+    for i in range(len(data) - 64, len(data), 4):  # tensor bytes at the end of the file, not the header
+        data[i] ^= 0x40
+    weights.write_bytes(bytes(data))
+    flipped, saved = safetensors.torch.load_file(weights), safetensors.torch.load(original)  # still parses
+    assert set(flipped) == set(saved) and any(not torch.equal(flipped[k], saved[k]) for k in saved)
+    with pytest.raises(MethodError) as error:
+        load_method(tiny_model("marian"), tmp_path, sha256)
+    message = str(error.value)
+    assert str(weights) in message and sha256[weights.name] in message and _sha256(weights) in message
+    weights.write_bytes(original)
+    config_file.write_text(config_file.read_text().replace('"rank": ', '"rank": 1'))
+    with pytest.raises(MethodError, match=f"{config_file}.*{_sha256(config_file)}.*{sha256[config_file.name]}"):
+        load_method(tiny_model("marian"), tmp_path, sha256)
+    with pytest.raises(MethodError, match="no sha256 recorded"):
+        load_method(tiny_model("marian"), tmp_path, {})
 
 
 # ---------------------------------------------------------------- the real MiniLM
@@ -423,6 +458,6 @@ def test_minilm_init_counts_and_roundtrip(minilm, method: str, tmp_path) -> None
     assert count.trainable == _expected_trainable(method, minilm, cfg)
     assert count.head == 384 * 3 + 3
     _train(model, batch, steps=1)
-    save_method(model, cfg, tmp_path)
-    reloaded = load_method(copy.deepcopy(minilm), tmp_path)
+    sha256 = save_method(model, cfg, tmp_path)
+    reloaded = load_method(copy.deepcopy(minilm), tmp_path, sha256)
     assert torch.equal(_logits(reloaded, batch), _logits(model, batch))

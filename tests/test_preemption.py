@@ -43,6 +43,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_matches_an_uninterrupted_run(t
     _, err = interrupted.communicate(timeout=120)
     assert interrupted.returncode != 0 and "Preempted" in err, err[-2000:]
     assert not (tmp_path / "resumed.safetensors").exists()
+    assert {p.name for p in (tmp_path / "b").iterdir()} >= {"latest.json", "best.safetensors"}  # kept to resume
 
     resumed = child(tmp_path / "b", tmp_path / "resumed.safetensors")
     for proc in (resumed, straight):
@@ -51,3 +52,4 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_matches_an_uninterrupted_run(t
     expected, got = load_file(tmp_path / "straight.safetensors"), load_file(tmp_path / "resumed.safetensors")
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # finished: no checkpoint left

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from peftlab.results import TABLES, VIEWS, aggregate, connect_readonly, find_run_dirs
+from peftlab.results.store import replace_study_rows
 from peftlab.results.synthetic import write_synthetic_grid
 
 FAILED = "demo/en-fi/adapter/0.01/seed1"
@@ -186,6 +187,83 @@ def test_idempotent_incremental_and_replacing(tmp_path: Path) -> None:
     assert count(db_path, "training_curves") == first["training_curves"] + 2
     assert count(db_path, "evaluations") == first["evaluations"]
     assert count(db_path, "runs") == first["runs"] + 1
+
+
+def demo_rows(db_path: Path, name: str) -> pd.DataFrame:
+    """The demo study's rows of a table or view, in a canonical order, without the load time."""
+    df = query(db_path, f"SELECT * FROM {name}").drop(columns=["loaded_at"], errors="ignore")
+    df = df[df["study"] == "demo"] if "study" in df else df[~df["run_id"].str.startswith("other/")]
+    keys = [repr(tuple(row)) for row in df.itertuples(index=False)]
+    return df.iloc[sorted(range(len(df)), key=keys.__getitem__)].reset_index(drop=True)
+
+
+def test_the_database_mirrors_the_studys_current_grid(tmp_path: Path) -> None:
+    """A method removed from the grid leaves no row in any table or view; compared with a database built
+    from the smaller grid alone, and another study's rows stay."""
+    db_path, fresh = tmp_path / "results.duckdb", tmp_path / "fresh.duckdb"
+    dirs = make_grid(tmp_path)
+    other = write_synthetic_grid(tmp_path, study="other", tasks=["en-de"], methods=["adapter"], budgets=["0.1"],
+                                 seeds=[0])
+    aggregate(other, db_path, study="other")
+    aggregate(dirs, db_path, study="demo")
+    is_adapter = [d.parts[-3] == "adapter" for d in dirs]
+    adapter_run, lora_run = (next(str(d.relative_to(tmp_path)).replace("/runs/", "/")
+                                  for d in dirs if d.parts[-3] == m) for m in ("adapter", "lora"))
+    replace_study_rows(db_path, "mt_significance", "demo", pd.DataFrame(
+        [{"study": "demo", "run_id": run, "baseline_run_id": "demo/en-de/full/none/seed0", "metric": "chrf"}
+         for run in (adapter_run, lora_run)]))
+    assert count(db_path, "method_comparison") > 0 and any(is_adapter)
+
+    kept = [d for d, gone in zip(dirs, is_adapter, strict=True) if not gone]  # the folders stay on disk
+    aggregate(kept, db_path, study="demo")
+    aggregate(kept, fresh, study="demo")
+    for name in [*TABLES, *VIEWS]:
+        if name not in ("mt_significance", "significance"):  # rows injected above into db_path only
+            pd.testing.assert_frame_equal(demo_rows(db_path, name), demo_rows(fresh, name), obj=name)
+    assert query(db_path, "SELECT run_id FROM mt_significance")["run_id"].tolist() == [lora_run]
+    assert query(db_path, "SELECT count(*) AS n FROM runs WHERE method = 'adapter' AND study = 'demo'")["n"][0] == 0
+    assert query(db_path, "SELECT count(*) AS n FROM method_comparison WHERE method = 'adapter'")["n"][0] == 1
+    assert count(db_path, "runs") == len(kept) + 1  # the other study's adapter run stays
+    with pytest.raises(ValueError, match="another study"):
+        aggregate([*kept, *other], db_path, study="demo")
+
+
+def test_a_failed_data_job_skips_its_runs_and_the_rest_of_the_study_is_loaded(tmp_path: Path) -> None:
+    """One task's shards fail: the job records the failure in its manifest, that task's runs record `skipped`
+    down the chain (train -> eval, bench) as the workflow scripts do, and aggregation loads every run."""
+    from peftlab.data import DataError
+    from peftlab.status import failure_recorded, record_skipped, upstream_failure
+
+    dirs = make_grid(tmp_path)
+    manifest = tmp_path / "demo" / "shards" / "tiny" / "en-fi" / "manifest.json"
+    with failure_recorded(manifest, {"stage": "build_shards", "task": "en-fi"}, tmp_path / "shards.log"):
+        raise DataError("corpus for en-fi has no training pairs left")
+    assert json.loads(manifest.read_text())["status"] == "failed"
+    fi = [d for d in dirs if d.parts[-4] == "en-fi"]
+    for run_dir in fi:  # what train.py, evaluate.py and benchmark.py write when an input stage failed
+        run_id = str(run_dir.relative_to(tmp_path)).replace("/runs/", "/")
+        for name in ("eval.json", "bench.json"):
+            (run_dir / name).unlink(missing_ok=True)
+        reason = upstream_failure({manifest: "build_shards"})
+        record_skipped(run_dir / "train.json", {"run_id": run_id, "study": "demo", "task": "en-fi"}, reason)
+        for name in ("eval.json", "bench.json"):
+            record_skipped(run_dir / name, {"run_id": run_id},
+                           upstream_failure({run_dir / "train.json": "training"}))
+    assert upstream_failure({d / "train.json": "training" for d in dirs if d not in fi}) is None
+
+    aggregate(dirs, tmp_path / "results.duckdb", study="demo")
+    runs = query(tmp_path / "results.duckdb", "SELECT task, status, error, eval_status, bench_status, eval_error "
+                                              "FROM runs")
+    skipped = runs[runs.task == "en-fi"]
+    assert len(skipped) == len(fi) and set(skipped.status) == {"skipped"}
+    assert set(skipped.error) == {f"build_shards failed ({manifest}): DataError: corpus for en-fi has no "
+                                  "training pairs left"}
+    assert set(skipped.eval_status) == set(skipped.bench_status) == {"skipped"}
+    assert all(e.startswith("training skipped (") and "build_shards failed" in e for e in skipped.eval_error)
+    loaded = runs[runs.task == "en-de"]
+    assert len(loaded) == N_RUNS // 2 and set(loaded.status) == {"ok"}
+    assert set(query(tmp_path / "results.duckdb", "SELECT DISTINCT task FROM method_comparison WHERE chrf IS NOT "
+                                                  "NULL")["task"]) == {"en-de"}
 
 
 def test_failed_load_leaves_db_untouched(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import MarianConfig, MarianMTModel
 
+from peftlab.status import failure_recorded
 from peftlab.train import Preempted, batch_order, get_lr, train
 from peftlab.train_config import TrainConfig, TrainConfigError
 
@@ -65,7 +66,7 @@ def test_training_lowers_dev_loss_and_keeps_the_best_weights(tmp_path):
     assert curve[-1]["dev_loss"] < curve[0]["dev_loss"]
     assert result["train"]["best_dev_score"] == min(p["dev_loss"] for p in curve)
     assert len((tmp_path / "curve.jsonl").read_text().splitlines()) == 4
-    assert not (tmp_path / "ckpt" / "latest.json").exists()  # cleared once the run is complete
+    assert not (tmp_path / "ckpt").exists()  # removed once the run is complete
 
 
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
@@ -78,10 +79,12 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
         train(resumed, rows, dev, TrainConfig(**CFG), pad_id=0, checkpoint_dir=tmp_path / "b", run_key="k",
               stop_after_steps=9)  # between two evaluations, so resuming must replay from step 9 exactly
     assert json.loads((tmp_path / "b" / "latest.json").read_text())["step"] == 9
+    assert (tmp_path / "b" / "best.safetensors").exists()  # an interrupted run keeps what resuming needs
     fresh = tiny_model(seed=123)  # a new process: different init, the checkpoint must restore everything
     got = train(fresh, rows, dev, TrainConfig(**CFG), pad_id=0, checkpoint_dir=tmp_path / "b", run_key="k")
 
     assert [p["dev_loss"] for p in got["curve"]] == [p["dev_loss"] for p in expected["curve"]]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     for (name, a), (_, b) in zip(straight.state_dict().items(), fresh.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
@@ -93,3 +96,42 @@ def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
               stop_after_steps=9)
     result = train(tiny_model(), rows, dev, TrainConfig(**CFG), pad_id=0, checkpoint_dir=tmp_path, run_key="new")
     assert result["train"]["steps"] == CFG["max_steps"] and result["curve"][0]["step"] == 6
+
+
+def test_a_failed_run_drops_its_checkpoint_an_interrupted_one_keeps_it(tmp_path):
+    rows, dev = copy_rows(64), copy_rows(16, seed=1)
+    with pytest.raises(Preempted):
+        train(tiny_model(), rows, dev, TrainConfig(**CFG), pad_id=0, checkpoint_dir=tmp_path / "ckpt", run_key="k",
+              stop_after_steps=9)
+    record, identity = tmp_path / "train.json", {"run_id": "s/t/m/none/seed0"}
+    with pytest.raises(Preempted), failure_recorded(record, identity, checkpoint_dir=tmp_path / "ckpt"):
+        raise Preempted("SIGTERM")  # an interruption is not a failure: the next attempt resumes
+    assert not record.exists() and (tmp_path / "ckpt" / "latest.json").exists()
+    with failure_recorded(record, identity, checkpoint_dir=tmp_path / "ckpt"):
+        raise ValueError("loss is nan")
+    assert json.loads(record.read_text())["status"] == "failed"
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_multitask_runs_copy_is_checked_against_the_shared_record(tmp_path):
+    from peftlab.methods import MethodError, apply_method, make_method_config, save_method
+    from peftlab.runs import adopt_shared_training
+
+    cfg = make_method_config("lora", {"rank": 2})
+    shared = tmp_path / "multitask"
+    record = {"run_id": "s/multitask/m/lora/0.1/seed0", "status": "ok", "tasks": ["a", "b"],
+              "method_sha256": save_method(apply_method(tiny_model(), cfg), cfg, shared / "method")}
+    (shared / "train.json").write_text(json.dumps(record))
+    run = {"run_id": "s/a/lora/0.1/seed0", "study": "s", "task": "a", "method": "lora", "budget": "0.1", "seed": 0,
+           "code_fingerprint": "c"}
+    out = tmp_path / "a"
+    out.mkdir()
+    adopted = adopt_shared_training(shared / "train.json", shared / "method", run, record_path=out / "train.json",
+                                    method_dir=out / "method")
+    assert adopted["method_sha256"] == record["method_sha256"] and (out / "method" / "method.safetensors").exists()
+    weights = shared / "method" / "method.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit of the last tensor
+    with pytest.raises(MethodError, match="method.safetensors is corrupt"):
+        adopt_shared_training(shared / "train.json", shared / "method", run, record_path=out / "train.json",
+                              method_dir=out / "method")

@@ -4,23 +4,25 @@ from pathlib import Path
 from _setup import start
 
 start(snakemake)  # noqa: F821
-from peftlab.atomic import write_json, write_text  # noqa: E402
+from peftlab.atomic import write_text  # noqa: E402
 from peftlab.evaluate import evaluate_run  # noqa: E402
 from peftlab.model_source import resolve_model_path  # noqa: E402
-from peftlab.runs import failure_recorded, upstream_failure  # noqa: E402
+from peftlab.status import failure_recorded, record_skipped, upstream_failure  # noqa: E402
 
 sm = snakemake  # noqa: F821
-model_path = resolve_model_path(sm.params.model_spec, sm.params.built_dir)  # resolved here, not a param (see built_dir)
 train_record = json.loads(Path(sm.input.train).read_text())
 identity = {"run_id": train_record["run_id"], "split": "test"}
 write_text("", Path(sm.output.predictions))  # replaced by the predictions when evaluation runs
-if reason := upstream_failure(Path(sm.input.train)):
-    write_json({**identity, "status": "skipped", "error": reason}, Path(sm.output.record))
+# A run that trained had usable data and base model: its training record stands for every input stage.
+if reason := upstream_failure({sm.input.train: "training"}):
+    record_skipped(Path(sm.output.record), identity, reason)
 else:
     with failure_recorded(Path(sm.output.record), identity, Path(sm.log[0])):
-        evaluate_run(train_record["run_id"], model_path=model_path, model_spec=sm.params.model_spec,
+        evaluate_run(train_record["run_id"], model_path=resolve_model_path(sm.params.model_spec, sm.params.built_dir),
+                     model_spec=sm.params.model_spec,
                      task=sm.params.task, corpus_dir=Path(sm.input.corpus).parent,
                      shard_dir=Path(sm.input.shards).parent, method_dir=Path(sm.input.method_dir),
+                     method_sha256=train_record.get("method_sha256") or {},
                      record_path=Path(sm.output.record), predictions_path=Path(sm.output.predictions),
                      settings=sm.params.settings, train_size=train_record.get("train_size"),
                      pretraining=sm.params.pretraining)

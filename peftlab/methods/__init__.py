@@ -2,7 +2,7 @@
 
     cfg = make_method_config("lora", {"alpha": 16})             # or solve_budget(...).config
     model = apply_method(base_model, cfg)                       # freezes all but the method (+ task head)
-    save_method(model, cfg, out_dir); load_method(fresh_base, out_dir)
+    sha256 = save_method(model, cfg, out_dir); load_method(fresh_base, out_dir, sha256)
 
 Counting convention (count_parameters, used for every method and every budget):
 - each tensor counts once: tied or shared tensors (Marian's shared embeddings and lm_head, Compacter's
@@ -59,6 +59,7 @@ _LAZY = {
     "count_parameters": ".core",
     "load_method": ".core",
     "merge_method": ".core",
+    "read_method_files": ".core",
     "save_method": ".core",
     "trainable_state_dict": ".core",
 }
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
         count_parameters,
         load_method,
         merge_method,
+        read_method_files,
         save_method,
         trainable_state_dict,
     )
@@ -97,6 +99,7 @@ __all__ = [
     "load_method",
     "make_method_config",
     "merge_method",
+    "read_method_files",
     "register_method",
     "save_method",
     "solve_budget",

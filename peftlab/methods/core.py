@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -12,7 +13,8 @@ import torch
 from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.other import ModulesToSaveWrapper
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
 from torch import nn
 
 from .families import HEAD_NAMES, family_of, is_fixed_table
@@ -21,6 +23,7 @@ from .wrapping import MethodLayer
 
 WEIGHTS_NAME = "method.safetensors"
 CONFIG_NAME = "method_config.json"
+METHOD_FILES = (WEIGHTS_NAME, CONFIG_NAME)
 
 
 def apply_method(model: nn.Module, cfg: MethodConfig,
@@ -156,8 +159,9 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_method(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike) -> None:
-    """Write out_dir/method.safetensors (trainable tensors only) and out_dir/method_config.json."""
+def save_method(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike) -> dict[str, str]:
+    """Write out_dir/method.safetensors (trainable tensors only) and out_dir/method_config.json; return
+    {file name: sha256} of both, for the run record: load_method refuses files that no longer match."""
     from peftlab import __version__
 
     out = Path(out_dir)
@@ -167,20 +171,42 @@ def save_method(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike)
     # write then rename, so a reader never sees a half-written file
     save_file(state, out / (WEIGHTS_NAME + ".tmp"), metadata={"method": cfg.method})
     (out / (CONFIG_NAME + ".tmp")).write_text(json.dumps(config, sort_keys=True, indent=2) + "\n")
-    os.replace(out / (WEIGHTS_NAME + ".tmp"), out / WEIGHTS_NAME)
-    os.replace(out / (CONFIG_NAME + ".tmp"), out / CONFIG_NAME)
+    checksums = {name: hashlib.sha256((out / (name + ".tmp")).read_bytes()).hexdigest() for name in METHOD_FILES}
+    for name in METHOD_FILES:
+        os.replace(out / (name + ".tmp"), out / name)
+    return checksums
 
 
-def load_method(base_model: nn.Module, out_dir: str | os.PathLike) -> nn.Module:
-    """Apply the saved method to a fresh base model and load its weights; keys must match exactly."""
+def read_method_files(out_dir: str | os.PathLike, sha256: Mapping[str, str]) -> dict[str, bytes]:
+    """The bytes of a saved method's files, each checked against the sha256 its run recorded (save_method's
+    return value). A file that changed since training (bit rot, a partial copy, another run's file) raises
+    MethodError naming the file and both hashes, instead of evaluating as some other model."""
     out = Path(out_dir)
-    options = json.loads((out / CONFIG_NAME).read_text())
+    contents = {}
+    for name in METHOD_FILES:
+        path = out / name
+        if not sha256.get(name):
+            raise MethodError(f"no sha256 recorded for {path}: its run record predates checksums; retrain the run")
+        data = path.read_bytes()
+        if (actual := hashlib.sha256(data).hexdigest()) != sha256[name]:
+            raise MethodError(f"{path} is corrupt or was changed after training: its sha256 is {actual}, "
+                              f"the run recorded {sha256[name]}; retrain the run")
+        contents[name] = data
+    return contents
+
+
+def load_method(base_model: nn.Module, out_dir: str | os.PathLike, sha256: Mapping[str, str]) -> nn.Module:
+    """Apply the saved method to a fresh base model and load its weights; the files must match `sha256`
+    (what save_method returned, recorded in the run's train.json) and the keys must match exactly."""
+    out = Path(out_dir)
+    files = read_method_files(out, sha256)  # the bytes that were checked are the bytes that are parsed
+    options = json.loads(files[CONFIG_NAME])
     name = options.pop("method", None)
     if name is None:
         raise MethodError(f"{out / CONFIG_NAME} has no 'method' key")
     options.pop("peftlab_version", None)
     model = _apply(base_model, make_method_config(name, options))  # no data: the saved masks are loaded below
-    state = load_file(out / WEIGHTS_NAME)
+    state = load_bytes(files[WEIGHTS_NAME])
     masks = mask_buffers(model)
     params = dict(model.named_parameters()) | masks
     expected = set(trainable_state_dict(model)) | set(masks)

@@ -1,7 +1,8 @@
 """The results layer: per-run JSON records -> results/results.duckdb -> SQL, tables and plots.
 
-`aggregate(run_dirs, db_path)` loads train.json / eval.json / bench.json of each run directory
-(`results/<study>/runs/<task>/<method>/<budget>/seed<k>/`) and replaces every row of those run_ids.
+`aggregate(run_dirs, db_path, study=...)` loads train.json / eval.json / bench.json of each run directory
+(`results/<study>/runs/<task>/<method>/<budget>/seed<k>/`), replaces every row of those run_ids, and
+deletes the study's rows of runs no longer in its grid (run_dirs is the whole grid).
 
 Tables (every column carries a COMMENT; list them with
 `SELECT table_name, column_name, data_type, comment FROM duckdb_columns()`):

@@ -17,8 +17,9 @@ TABLES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ("budget", "VARCHAR", "budget as in the run path: a fraction such as 0.01, or none (no size knob)"),
         ("budget_target", "DOUBLE", "target trainable fraction of the base model; NULL without a size knob"),
         ("seed", "INTEGER", "random seed"),
-        ("status", "VARCHAR", "training status: ok | failed | missing (no train.json in the run directory)"),
-        ("error", "VARCHAR", "why training failed (NULL when ok)"),
+        ("status", "VARCHAR", "training status: ok | failed | skipped (an input stage failed: data, tokenizer, "
+                              "base model) | missing (no train.json in the run directory)"),
+        ("error", "VARCHAR", "why training failed or was skipped (NULL when ok)"),
         ("log_path", "VARCHAR", "training log file"),
         ("base_model", "VARCHAR", "base model name from the config"),
         ("base_model_id", "VARCHAR", "hub id, local path or build hash of the base model"),

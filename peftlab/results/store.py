@@ -28,11 +28,14 @@ _CURVE_SET, _METRIC_SET, _BENCH_SET = map(frozenset, (_CURVE_KEYS, _METRIC_KEYS,
 _EVAL_SET = frozenset({"run_id", "split", "n_examples", "status", "error", "metrics"})
 
 
-def aggregate(run_dirs: Iterable[Path | str], db_path: Path | str) -> dict[str, int]:
+def aggregate(run_dirs: Iterable[Path | str], db_path: Path | str, *, study: str | None = None) -> dict[str, int]:
     """Load the records of `run_dirs` into the DuckDB file `db_path` and return the rows loaded per table.
 
-    Every row of a loaded run_id is replaced and runs not named here are kept, so re-running is
-    idempotent and studies accumulate in one file. The update is all-or-nothing: the file is copied,
+    Every row of a loaded run_id is replaced, so re-running is idempotent and studies accumulate in
+    one file. With `study`, run_dirs are that study's whole grid: every run must belong to it, and the
+    study's rows of runs not named here (a method or task removed from the config) are deleted from
+    every table, so the database mirrors the current grid. Without it, runs not named are kept.
+    The update is all-or-nothing: the file is copied,
     changed in one transaction, checkpointed, fsynced and moved over the original with os.replace.
     We copy rather than write in place because readers (a notebook, `peftlab query`) hold DuckDB's
     file lock, which would make an in-place writer fail; they keep reading the old file instead. A
@@ -44,14 +47,27 @@ def aggregate(run_dirs: Iterable[Path | str], db_path: Path | str) -> dict[str, 
     run_ids = frames["runs"]["run_id"]
     if run_ids.duplicated().any():
         raise ValueError(f"run_ids loaded twice: {sorted(set(run_ids[run_ids.duplicated()]))}")
+    if study is not None and (others := sorted(set(run_ids[frames["runs"]["study"] != study]))):
+        raise ValueError(f"runs of another study (or of none) in the grid of study {study!r}: {others[:5]}")
     with updating(db_path) as con:
         con.register("_loaded_ids", frames["runs"][["run_id"]])
+        if study is not None:
+            _delete_runs_outside_grid(con, study)
         for table in TABLES:
             con.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM _loaded_ids)")
             con.register("_frame", frames[table])
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _frame")
             con.unregister("_frame")
     return {table: len(frame) for table, frame in frames.items()}
+
+
+def _delete_runs_outside_grid(con: duckdb.DuckDBPyConnection, study: str) -> None:
+    """Every row of the study's runs that are not in _loaded_ids: results of configurations that left the grid."""
+    gone = "SELECT run_id FROM runs WHERE study = $study AND run_id NOT IN (SELECT run_id FROM _loaded_ids)"
+    con.execute(f"DELETE FROM mt_significance WHERE study = $study AND (run_id IN ({gone}) "
+                f"OR baseline_run_id IN ({gone}))", {"study": study})
+    for table in [t for t in TABLES if t != "runs"] + ["runs"]:  # runs last: the others select through it
+        con.execute(f"DELETE FROM {table} WHERE run_id IN ({gone})", {"study": study})
 
 
 def replace_study_rows(db_path: Path | str, table: str, study: str, frame: pd.DataFrame) -> int:
@@ -100,13 +116,25 @@ def updating(db_path: Path | str) -> Iterator[duckdb.DuckDBPyConnection]:
                 leftover.unlink(missing_ok=True)
 
 
+# Read-only by construction rather than by filtering statements: the file is attached read-only, no file
+# other than it can be read or written (COPY ... TO, ATTACH, read_csv, EXPORT), no extension is installed or
+# loaded, and the configuration is locked so that SET cannot undo any of it.
+READONLY_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
 def connect_readonly(db_path: Path | str) -> duckdb.DuckDBPyConnection:
-    """Open the results database read-only; a clear FileNotFoundError if it is not there."""
+    """Open the results database for queries that can change nothing and read no other file (READONLY_CONFIG);
+    a clear FileNotFoundError if it is not there."""
     db_path = Path(db_path)
     if not db_path.is_file():
         raise FileNotFoundError(f"no results database at {db_path}: run the workflow's aggregate step "
                                 "first, or pass --db")
-    return duckdb.connect(str(db_path), read_only=True)
+    return duckdb.connect(str(db_path), read_only=True, config=READONLY_CONFIG)
 
 
 def find_run_dirs(root: Path | str) -> list[Path]:
