@@ -356,9 +356,9 @@ def test_attach_points() -> None:
         _, model, _ = _adapted("pfeiffer", family, "seq2seq")
         assert _wrapped(model, "SublayerOutputAdapter") == names, family
     _, model, _ = _adapted("parallel", "mt5", "seq2seq")
-    assert _wrapped(model, "FFNInputTap") == [
-        "decoder.block.0.layer.2.DenseReluDense.wi_0",
-        "encoder.block.0.layer.1.DenseReluDense.wi_0",
+    assert _wrapped(model, "FFNInputTap") == [  # pre-LN: the FFN sublayer's input is its LayerNorm's
+        "decoder.block.0.layer.2.layer_norm",
+        "encoder.block.0.layer.1.layer_norm",
     ]
     assert _wrapped(model, "ParallelAdapterWrapper") == [
         "decoder.block.0.layer.2.DenseReluDense.wo",
