@@ -11,6 +11,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)  # run from a checkout without installing peftlab
 
 from peftlab import grid
+from peftlab.methods import make_method_config
 from peftlab.provenance import code_fingerprint
 
 validate(config, schema="../config/schema.yaml")
@@ -68,11 +69,13 @@ def method_entry(method):
 
 
 def method_code(method):
-    """A method's own package plus the registry and shared modules beside it (sorted: a cache key)."""
+    """A method's own package, those of the methods it builds on (sparse: its base adapter), and the registry
+    and shared modules beside them (sorted: a cache key)."""
     methods = Path(workflow.basedir, "peftlab/methods")
-    name = method_entry(method)["method"]
+    entry = method_entry(method)
+    names = (entry["method"], *make_method_config(entry["method"], entry.get("options")).builds_on())
     shared = sorted(methods.glob("*.py"))
-    return (*shared, methods / name) if (methods / name).exists() else tuple(shared)
+    return (*shared, *(methods / n for n in names if (methods / n).exists()))
 
 
 def task_model(task):

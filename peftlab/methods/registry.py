@@ -44,6 +44,10 @@ class MethodConfig:
         """The knob values the budget solver may choose from, for a model with this config."""
         raise MethodError(f"method {self.method!r} has no size knob")
 
+    def builds_on(self) -> tuple[str, ...]:
+        """Other methods whose code this one runs (their packages belong in its code fingerprint)."""
+        return ()
+
     def replace(self, **changes: Any) -> MethodConfig:
         return dataclasses.replace(self, **changes)
 

@@ -71,6 +71,9 @@ class SparseConfig(MethodConfig):
             options[get_method(self.base).knob] = self.size
         return make_method_config(self.base, options)
 
+    def builds_on(self) -> tuple[str, ...]:
+        return (self.base,)
+
     def sizing_config(self) -> MethodConfig:
         """What solve_budget matches against the budget: the dense adapter, or (Large-Sparse) the pruned one."""
         return self if self.large else self.base_config()
