@@ -1,11 +1,14 @@
 """peftlab's bottleneck adapters against AdapterHub's (adapters 1.3), from a committed fixture.
 
 tests/fixtures/adapterhub/make_reference.py (run once, in its own environment) built tiny random BERT, BART,
-mBART and T5 models, added AdapterHub's seq_bn (Pfeiffer), double_seq_bn (Houlsby) and par_bn (parallel)
-with random weights and recorded every hidden state. Here the same base weights go into transformers 5
-models, peftlab's method goes on, AdapterHub's adapter weights are copied in by name, and every hidden state
-must agree. BART stands in for Marian (its layers are BART's, which AdapterHub supports; Marian it does not),
-mBART for M2M100/NLLB (same pre-LN layers).
+mBART and T5 models, added AdapterHub's seq_bn (Pfeiffer), double_seq_bn (Houlsby), par_bn (parallel) and
+compacter with random weights and recorded every hidden state. Here the same base weights go into
+transformers 5 models, peftlab's method goes on, AdapterHub's adapter weights are copied in by name, and every
+hidden state must agree (in eval mode: dropout placement is documented in each method's config). BART stands
+in for Marian (its layers are BART's; AdapterHub supports BART, not Marian), mBART for M2M100/NLLB (the same
+pre-LN layers).
+
+    PYTHONPATH=. python tests/test_adapterhub_reference.py   # prints the differences, per adapter and family
 """
 
 from __future__ import annotations
@@ -30,12 +33,19 @@ METHODS = {
     "seq_bn": ("pfeiffer", {"bottleneck": 4, "activation": "relu"}),
     "double_seq_bn": ("houlsby", {"bottleneck": 4, "activation": "swish"}),
     "par_bn": ("parallel", {"bottleneck": 4, "activation": "relu", "scaling": 4.0}),
+    # Houlsby placement, PHM projections (n = 4, rank 1, one shared rule tensor), gelu; bottleneck 16 / 2
+    "compacter": ("compacter", {"bottleneck": 8, "phm_dim": 4, "phm_rank": 1, "activation": "gelu"}),
 }
-CASES = [(a, m) for a in METHODS for m in ("bert", "bart", "mbart", "t5")]
+MODEL_TYPES = ("bert", "bart", "mbart", "t5")
+CASES = [(a, m) for a in METHODS for m in MODEL_TYPES]
 
 
 @pytest.fixture(scope="module")
 def reference() -> tuple[dict, dict[str, torch.Tensor]]:
+    return _load()
+
+
+def _load() -> tuple[dict, dict[str, torch.Tensor]]:
     return json.loads((FIXTURE / "reference.json").read_text()), load_file(FIXTURE / "reference.safetensors")
 
 
@@ -75,7 +85,18 @@ def _our_site(model_type: str, method: str, site: str) -> str:
 
 
 _PARAMS = {"adapter_down.0.weight": "down.weight", "adapter_down.0.bias": "down.bias",
-           "adapter_up.weight": "up.weight", "adapter_up.bias": "up.bias"}
+           "adapter_up.weight": "up.weight", "adapter_up.bias": "up.bias",
+           # Compacter's PHM layers: W = sum_i kron(rule_i, W_left_i @ W_right_i) (ours: s_i @ t_i)
+           "adapter_down.0.W_left": "down.s", "adapter_down.0.W_right": "down.t", "adapter_down.0.b": "down.bias",
+           "adapter_up.W_left": "up.s", "adapter_up.W_right": "up.t", "adapter_up.b": "up.bias"}
+
+
+def _our_name(model_type: str, method: str, key: str, adapter: str, params: dict[str, torch.Tensor]) -> str:
+    """peftlab's parameter for AdapterHub's `key`."""
+    if key == f"shared_parameters.{adapter}.phm_rule":  # one tensor, shared by every PHM layer in both
+        return next(n for n in params if n.endswith(".rule"))
+    site, _, param = key.partition(f".adapters.{adapter}.")
+    return f"{_our_site(model_type, method, site)}.adapter.{_PARAMS[param]}"
 
 
 def _states(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -100,15 +121,12 @@ def adapted_difference(reference, adapter: str, model_type: str) -> tuple[float,
     model = apply_method(_base_model(meta, tensors, model_type), make_method_config(method, options)).eval()
     params = dict(model.named_parameters())
     theirs = _section(tensors, f"{model_type}/{adapter}/adapter/")
+    copied = {key: _our_name(model_type, method, key, adapter, params) for key in theirs}
     with torch.no_grad():
         for key, value in theirs.items():
-            site, _, param = key.partition(f".adapters.{adapter}.")
-            ours = f"{_our_site(model_type, method, site)}.adapter.{_PARAMS[param]}"
-            params[ours].copy_(value)
-    copied = {f"{_our_site(model_type, method, k.partition(f'.adapters.{adapter}.')[0])}.adapter."
-              f"{_PARAMS[k.partition(f'.adapters.{adapter}.')[2]]}" for k in theirs}
+            params[copied[key]].copy_(value)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == copied  # every adapter weight came from AdapterHub, and nothing else trains
+    assert trainable == set(copied.values())  # every adapter weight came from AdapterHub, and nothing else trains
     inputs = _section(tensors, f"{model_type}/inputs/")
     expected = {k: v for k, v in _section(tensors, f"{model_type}/{adapter}/").items() if "/" not in k}
     base = {k: v for k, v in _section(tensors, f"{model_type}/none/").items()}
@@ -121,7 +139,7 @@ def _bart_as_marian(monkeypatch):
     monkeypatch.setitem(FAMILIES, "bart", FAMILIES["marian"])  # the test's BART runs peftlab's Marian code
 
 
-@pytest.mark.parametrize("model_type", ["bert", "bart", "mbart", "t5"])
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_base_models_match_the_reference(reference, model_type: str) -> None:
     meta, tensors = reference
     model = _base_model(meta, tensors, model_type)
@@ -135,3 +153,12 @@ def test_adapters_match_adapterhub(reference, adapter: str, model_type: str) -> 
     assert ours == theirs  # the same parameter count
     assert moved > 0.5  # the adapters change the hidden states well beyond the tolerance
     assert diff < TOL
+
+
+if __name__ == "__main__":
+    FAMILIES["bart"] = FAMILIES["marian"]
+    ref = _load()
+    for adapter, model_type in CASES:
+        diff, moved, ours, theirs = adapted_difference(ref, adapter, model_type)
+        print(f"{adapter:14s} {model_type:6s} max|peftlab - AdapterHub| {diff:.2e}   "
+              f"max|AdapterHub - base| {moved:.3f}   parameters {ours} / {theirs}")
