@@ -318,8 +318,8 @@ def test_merge_refuses_adapters() -> None:
         merge_method(model)
 
 
-@pytest.mark.parametrize("method", ["lora", "houlsby", "prefix", "parallel", "compacter"])
-@pytest.mark.parametrize("family", ["marian", "t5"])
+@pytest.mark.parametrize("method", ["lora", "houlsby", "pfeiffer", "prefix", "parallel", "compacter"])
+@pytest.mark.parametrize("family", ["marian", "mbart", "t5"])  # mBART: pfeiffer wraps whole pre-LN layers
 def test_generate_works_after_apply(method: str, family: str) -> None:
     _, model, _ = _adapted(method, family, "seq2seq")
     batch = example_batch(model)
