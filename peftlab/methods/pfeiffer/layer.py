@@ -5,7 +5,9 @@ original_ln_after=True). With s = x + FFN(x), the residual sum:
     post-LN (BERT, XLM-R, Marian):  out = LN(s + adapter(LN(s)))   the model's own LayerNorm, applied twice
     pre-LN (mBART, M2M100, T5):     out = s + adapter(s)
 
-The FFN's own dropout acts before s, as in AdapterHub; the adapter has none (seq_bn's dropout is 0).
+The FFN's own dropout acts before s, as in AdapterHub; the adapter has none (seq_bn's dropout is 0). One
+difference left: an mBART/M2M100 encoder layer clamps fp16 overflow before returning s, so here the adapter
+reads the clamped s (AdapterHub: clamps after the adapter); it matters only where fp16 overflows.
 Wrapping the projection (as Houlsby's adapter does) cannot see s, so these wrap the LayerNorm s goes into, or
 the module that returns s.
 """
