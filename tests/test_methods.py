@@ -321,8 +321,8 @@ def test_merge_refuses_adapters() -> None:
         merge_method(model)
 
 
-@pytest.mark.parametrize("method", ["lora", "houlsby", "prefix", "parallel", "compacter"])
-@pytest.mark.parametrize("family", ["marian", "t5"])
+@pytest.mark.parametrize("method", ["lora", "houlsby", "pfeiffer", "prefix", "parallel", "compacter"])
+@pytest.mark.parametrize("family", ["marian", "mbart", "t5"])  # mBART: pfeiffer wraps whole pre-LN layers
 def test_generate_works_after_apply(method: str, family: str) -> None:
     _, model, _ = _adapted(method, family, "seq2seq")
     batch = example_batch(model)
@@ -345,12 +345,23 @@ def test_attach_points() -> None:
         "model.encoder.layers.0.fc2",
         "model.encoder.layers.0.self_attn.out_proj",
     ]
+    # Pfeiffer (AdapterHub seq_bn): inside the FFN's LayerNorm (post-LN) or around the sublayer that returns
+    # the FFN's residual sum (pre-LN)
     _, model, _ = _adapted("pfeiffer", "bert", "classification")
-    assert _wrapped(model, "AdapterWrapper") == ["bert.encoder.layer.0.output.dense"]
+    assert _wrapped(model, "PostNormAdapter") == ["bert.encoder.layer.0.output.LayerNorm"]
+    _, model, _ = _adapted("pfeiffer", "marian", "seq2seq")
+    assert _wrapped(model, "PostNormAdapter") == [
+        "model.decoder.layers.0.final_layer_norm", "model.encoder.layers.0.final_layer_norm"
+    ]
+    for family, names in [("mbart", ["model.decoder.layers.0", "model.encoder.layers.0"]),
+                          ("m2m_100", ["model.decoder.layers.0", "model.encoder.layers.0"]),
+                          ("mt5", ["decoder.block.0.layer.2", "encoder.block.0.layer.1"])]:
+        _, model, _ = _adapted("pfeiffer", family, "seq2seq")
+        assert _wrapped(model, "SublayerOutputAdapter") == names, family
     _, model, _ = _adapted("parallel", "mt5", "seq2seq")
-    assert _wrapped(model, "FFNInputTap") == [
-        "decoder.block.0.layer.2.DenseReluDense.wi_0",
-        "encoder.block.0.layer.1.DenseReluDense.wi_0",
+    assert _wrapped(model, "FFNInputTap") == [  # pre-LN: the FFN sublayer's input is its LayerNorm's
+        "decoder.block.0.layer.2.layer_norm",
+        "encoder.block.0.layer.1.layer_norm",
     ]
     assert _wrapped(model, "ParallelAdapterWrapper") == [
         "decoder.block.0.layer.2.DenseReluDense.wo",

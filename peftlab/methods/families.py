@@ -7,7 +7,7 @@ and the *ForConditionalGeneration classes, and for the full-size hub checkpoints
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -19,8 +19,14 @@ class Family:
     name: str
     attn_out: str  # self-attention output projection (Houlsby's first adapter)
     cross_attn_out: str | None  # decoder cross-attention output projection (optional adapters)
-    ffn_in: str  # first FFN projection: its input is the FFN's input (parallel adapters read it)
-    ffn_out: str  # last FFN projection (Houlsby's second adapter, Pfeiffer's only one)
+    ffn_out: str  # last FFN projection (Houlsby's second adapter)
+    # Pfeiffer's adapter reads the FFN sublayer's output after its residual (and, post-LN, its LayerNorm).
+    # Post-LN families name the LayerNorm that sum goes into, pre-LN families the module that returns it.
+    ffn_norm: str | None  # post-LN (BERT, XLM-R, Marian): the LayerNorm after the FFN's residual
+    ffn_sublayer: str | None  # pre-LN (mBART, M2M100, T5): the module whose output is x + FFN(LN(x))
+    # the module whose input is x, the FFN sublayer's residual input, which parallel adapters read (AdapterHub's
+    # par_bn, He et al.'s code): the first projection's input post-LN, the FFN's LayerNorm's input pre-LN
+    ffn_residual_in: str
     lora_targets: tuple[str, ...]  # peft target_modules (name suffixes): the LoRA paper's W_q and W_v
     ia3_targets: str  # keys, values and the FFN's second projection (IA3 paper)
     ia3_feedforward: str  # IA3 scales these layers' input (the FFN's inner activation), not their output
@@ -29,13 +35,17 @@ class Family:
 _BERT = r".*\.layer\.\d+\."
 _BART = r".*\.layers\.\d+\."  # Marian, mBART and M2M100/NLLB share BART's layer layout
 _T5 = r".*\.block\.\d+\.layer\.\d+\."
+# T5LayerFF, the last of a block's sublayers (1 in the encoder, 2 in the decoder, after cross-attention)
+_T5_FF = r"(.*\.)?(encoder\.block\.\d+\.layer\.1|decoder\.block\.\d+\.layer\.2)"
 
 _bert = Family(
     name="bert",
     attn_out=_BERT + r"attention\.output\.dense",
     cross_attn_out=None,
-    ffn_in=_BERT + r"intermediate\.dense",
     ffn_out=_BERT + r"output\.dense",
+    ffn_norm=_BERT + r"output\.LayerNorm",
+    ffn_sublayer=None,
+    ffn_residual_in=_BERT + r"intermediate\.dense",
     lora_targets=("query", "value"),
     # peft's default for BERT is the suffix "output.dense", which also catches attention.output.dense
     ia3_targets=_BERT + r"(attention\.self\.(key|value)|output\.dense)",
@@ -45,18 +55,27 @@ _bart = Family(
     name="bart",
     attn_out=_BART + r"self_attn\.out_proj",
     cross_attn_out=_BART + r"encoder_attn\.out_proj",
-    ffn_in=_BART + r"fc1",
     ffn_out=_BART + r"fc2",
+    ffn_norm=_BART + r"final_layer_norm",  # Marian, like BART, is post-LN
+    ffn_sublayer=None,
+    ffn_residual_in=_BART + r"fc1",
     lora_targets=("q_proj", "v_proj"),  # peft has no default for marian/mbart/m2m_100
     ia3_targets=_BART + r"((self_attn|encoder_attn)\.(k_proj|v_proj)|fc2)",
     ia3_feedforward=_BART + r"fc2",
+)
+# mBART and M2M100/NLLB are pre-LN: the FFN is the last sublayer, so the layer returns x + FFN(LN(x)).
+# Same layer layout (and name) as BART; only where Pfeiffer's adapter goes differs.
+_bart_pre_ln = replace(
+    _bart, ffn_norm=None, ffn_sublayer=r".*\.layers\.\d+", ffn_residual_in=_BART + r"final_layer_norm"
 )
 _t5 = Family(
     name="t5",
     attn_out=_T5 + r"SelfAttention\.o",
     cross_attn_out=_T5 + r"EncDecAttention\.o",
-    ffn_in=_T5 + r"DenseReluDense\.(wi|wi_0)",  # mT5's gated FFN: wi_0 and wi_1 read the same input
     ffn_out=_T5 + r"DenseReluDense\.wo",
+    ffn_norm=None,
+    ffn_sublayer=_T5_FF,
+    ffn_residual_in=_T5_FF + r"\.layer_norm",
     lora_targets=("q", "v"),
     ia3_targets=_T5 + r"((SelfAttention|EncDecAttention)\.(k|v)|DenseReluDense\.wo)",
     ia3_feedforward=_T5 + r"DenseReluDense\.wo",
@@ -66,8 +85,8 @@ FAMILIES: dict[str, Family] = {
     "bert": _bert,
     "xlm-roberta": _bert,
     "marian": _bart,
-    "mbart": _bart,
-    "m2m_100": _bart,
+    "mbart": _bart_pre_ln,
+    "m2m_100": _bart_pre_ln,
     "t5": _t5,
     "mt5": _t5,
 }

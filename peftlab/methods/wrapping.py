@@ -10,6 +10,11 @@ from torch import nn
 
 from .registry import MethodError
 
+try:  # transformers 5 records output_hidden_states with forward hooks on the layer classes
+    from transformers.utils.output_capturing import _active_collector
+except ImportError:  # pragma: no cover - other transformers versions
+    _active_collector = None
+
 
 class MethodLayer(nn.Module):
     """Base of every wrapper the project writes (bottleneck adapters, Compacter, parallel adapters).
@@ -45,12 +50,13 @@ class MethodLayer(nn.Module):
 
 
 def wrap_modules(
-    model: nn.Module, patterns: list[str], make: Callable[[str, nn.Linear], nn.Module], method: str
+    model: nn.Module, patterns: list[str], make: Callable[[str, nn.Module], nn.Module], method: str,
+    kind: type[nn.Module] | None = nn.Linear,
 ) -> list[str]:
-    """Replace each nn.Linear whose qualified name fully matches one of `patterns` by `make(name, linear)`.
+    """Replace each module whose qualified name fully matches one of `patterns` by `make(name, module)`.
 
-    Returns the wrapped names, in `named_modules()` order, so that creation order (and hence the RNG
-    stream) is the same on every run.
+    Each must be exactly of type `kind` (None: any type). Returns the wrapped names, in `named_modules()`
+    order, so that creation order (and hence the RNG stream) is the same on every run.
     """
     names = [n for n, _ in model.named_modules() if any(re.fullmatch(p, n) for p in patterns)]
     if not names:
@@ -59,7 +65,27 @@ def wrap_modules(
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         module = getattr(parent, child)
-        if type(module) is not nn.Linear:
-            raise MethodError(f"{method}: {name} is a {type(module).__name__}, expected a plain nn.Linear")
+        if kind is not None and type(module) is not kind:
+            raise MethodError(f"{method}: {name} is a {type(module).__name__}, expected a plain {kind.__name__}")
         setattr(parent, child, make(name, module))
     return names
+
+
+class RecordedHiddenStates:
+    """Fixes output_hidden_states for a wrapped layer: transformers records the wrapped layer's own input and
+    output (a CodaLayer's routed tokens only; a layer's output before the adapter around it); replace them with
+    the wrapper's. Create it before calling the wrapped layer, call replace() after."""
+
+    def __init__(self) -> None:
+        collected = _active_collector.get() if _active_collector is not None else None
+        self.states = collected.get("hidden_states") if collected else None
+        self.before = len(self.states) if self.states is not None else 0
+
+    def replace(self, layer_input: torch.Tensor, layer_output: torch.Tensor) -> None:
+        states = self.states
+        if states is None or len(states) == self.before:
+            return
+        if self.before == 0 and len(states) >= 2 and states[0] is not None:
+            states[0] = layer_input
+        if states[-1] is not None:
+            states[-1] = layer_output

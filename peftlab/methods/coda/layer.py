@@ -16,13 +16,8 @@ from torch import nn
 
 from ..adapter_layers import BottleneckAdapter
 from ..registry import MethodError
-from ..wrapping import MethodLayer
+from ..wrapping import MethodLayer, RecordedHiddenStates
 from .config import CodaConfig
-
-try:  # transformers 5 records output_hidden_states with forward hooks on the layer classes
-    from transformers.utils.output_capturing import _active_collector
-except ImportError:  # pragma: no cover - other transformers versions
-    _active_collector = None
 
 ROUTER_INIT_STD = 0.02
 _NEG = -1e4  # a padding token's scaled score: exp() of it is 0, and unlike -inf it keeps gradients finite
@@ -131,25 +126,6 @@ def _positional_names(layer: nn.Module) -> list[str]:
     return [p.name for p in params if p.kind in kinds][1:]  # after hidden_states
 
 
-class _Recorded:
-    """Fixes output_hidden_states for a wrapped layer: transformers records the wrapped layer's own input and
-    output, which for a CodaLayer are the routed tokens only; replace them with the wrapper's."""
-
-    def __init__(self) -> None:
-        collected = _active_collector.get() if _active_collector is not None else None
-        self.states = collected.get("hidden_states") if collected else None
-        self.before = len(self.states) if self.states is not None else 0
-
-    def replace(self, layer_input: torch.Tensor, layer_output: torch.Tensor) -> None:
-        states = self.states
-        if states is None or len(states) == self.before:
-            return
-        if self.before == 0 and len(states) >= 2 and states[0] is not None:
-            states[0] = layer_input
-        if states[-1] is not None:
-            states[-1] = layer_output
-
-
 class CodaLayer(MethodLayer):
     """Router + parallel adapter around a frozen encoder layer:
 
@@ -197,7 +173,7 @@ class CodaLayer(MethodLayer):
             call["position_bias"] = gather_pairs(full_bias, idx)
         if isinstance(call.get("position_ids"), torch.Tensor):
             call["position_ids"] = call["position_ids"].expand(batch, length).gather(1, idx)
-        record = _Recorded()
+        record = RecordedHiddenStates()
         result = self.base_layer(x_routed, **call)
         y_routed = result[0] if isinstance(result, tuple) else result
         lam = self.gates(scores, valid, k).gather(1, idx).to(x.dtype)[..., None]
@@ -226,7 +202,7 @@ class ParallelLayer(MethodLayer):
         self.scaling = cfg.scaling
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor | tuple:
-        record = _Recorded()
+        record = RecordedHiddenStates()
         result = self.base_layer(hidden_states, *args, **kwargs)
         out = (result[0] if isinstance(result, tuple) else result) + self.scaling * self.adapter(hidden_states)
         record.replace(hidden_states, out)

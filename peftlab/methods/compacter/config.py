@@ -13,6 +13,9 @@ class CompacterConfig(MethodConfig):
     The size knob is the bottleneck r, at fixed phm_dim n and phm_rank k: a multiple of n. Per adapter on
     a d-dim projection: 2*k*(d + r) + r + d parameters, plus n^3 for the shared rules (once per model).
 
+    In eval mode this equals AdapterHub's `compacter` config (tests/test_adapterhub_reference.py); as with
+    houlsby, the adapter sits before the sublayer's dropout (AdapterHub: after it).
+
     Args:
         bottleneck: the size knob, r (a multiple of phm_dim).
         phm_dim: n, the number of Kronecker summands; d must be divisible by it.

@@ -10,6 +10,10 @@ class HoulsbyConfig(MethodConfig):
     """Houlsby et al. 2019 bottleneck adapters: two per layer, after the attention output projection and
     after the FFN output projection (then the model's own dropout, residual and LayerNorm follow).
 
+    In eval mode this equals AdapterHub's `double_seq_bn` (tests/test_adapterhub_reference.py). Deliberate
+    deviations: the adapter sits before the sublayer's dropout (AdapterHub: after it), so in training the
+    dropout also drops the adapter's delta; the default activation is gelu (AdapterHub's: swish).
+
     Args:
         bottleneck: the size knob, r; each adapter on a d-dim projection has 2*d*r + r + d parameters.
         activation: the adapter's nonlinearity.

@@ -7,8 +7,13 @@ from ..registry import MethodConfig, check_choice, check_float, check_int
 
 @dataclass
 class ParallelConfig(MethodConfig):
-    """Parallel adapters (He et al. 2021, "scaled PA"): a bottleneck adapter reads the FFN's input and
-    its output, times `scaling`, is added to the FFN's output. One per layer.
+    """Parallel adapters (He et al. 2021, "scaled PA"): a bottleneck adapter reads the FFN sublayer's input x
+    (the residual stream: before the FFN's LayerNorm in pre-LN models) and its output, times `scaling`, is
+    added to the FFN's output. One per layer.
+
+    In eval mode this equals AdapterHub's `par_bn` (scaling 4, relu; tests/test_adapterhub_reference.py).
+    Deliberate deviation: the delta is added before the FFN's dropout (AdapterHub: after it), so in training
+    the dropout also drops the adapter's delta.
 
     Args:
         bottleneck: the size knob, r; each adapter has 2*d*r + r + d parameters.

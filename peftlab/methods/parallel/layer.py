@@ -1,6 +1,7 @@
-"""A parallel adapter needs the FFN's input and must add to its output. The FFN is not one module in
-every family (BERT splits it into `intermediate` and `output`; BART-likes inline fc1/fc2 in the layer), so
-two wrappers cooperate: a tap on the first projection hands its input to the wrapper on the last one."""
+"""A parallel adapter needs the FFN sublayer's residual input x and must add to the FFN's output. The FFN is
+not one module in every family (BERT splits it into `intermediate` and `output`; BART-likes inline fc1/fc2 in
+the layer), so two wrappers cooperate: a tap on the module that reads x (the first projection in post-LN
+models, the FFN's LayerNorm in pre-LN ones) hands it to the wrapper on the last projection."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ..wrapping import MethodLayer
 
 
 class ParallelAdapterWrapper(MethodLayer):
-    """Wraps the FFN's last projection: returns base(h) + scaling * adapter(x), x being the FFN's input."""
+    """Wraps the FFN's last projection: returns base(h) + scaling * adapter(x), x being the FFN sublayer's input."""
 
     def __init__(self, base_layer: nn.Linear, adapter: nn.Module, scaling: float) -> None:
         super().__init__(base_layer)
@@ -25,14 +26,14 @@ class ParallelAdapterWrapper(MethodLayer):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         x, self._ffn_input = self._ffn_input, None  # drop the reference: it is one layer's activation
         if x is None:
-            raise RuntimeError("parallel adapter: the FFN's first projection did not run before its last")
+            raise RuntimeError("parallel adapter: the FFN's input tap did not run before its last projection")
         return self.base_layer(h) + self.scaling * self.adapter(x)
 
 
 class FFNInputTap(MethodLayer):
-    """Wraps the FFN's first projection and passes its input on; owns no parameters."""
+    """Wraps the module that reads the FFN sublayer's input and passes that input on; owns no parameters."""
 
-    def __init__(self, base_layer: nn.Linear, target: ParallelAdapterWrapper) -> None:
+    def __init__(self, base_layer: nn.Module, target: ParallelAdapterWrapper) -> None:
         super().__init__(base_layer)
         object.__setattr__(self, "target", target)  # a plain reference, not a submodule: register once
 

@@ -26,13 +26,13 @@ def inject(model: nn.Module, cfg: ParallelConfig) -> nn.Module:
     for name in wrap_modules(model, [family.ffn_out], make_output, cfg.method):
         outputs[_LAYER.match(name).group(1)] = model.get_submodule(name)
 
-    def make_tap(name: str, linear: nn.Linear) -> FFNInputTap:
+    def make_tap(name: str, module: nn.Module) -> FFNInputTap:
         layer = _LAYER.match(name).group(1)
         if layer not in outputs:
             raise MethodError(f"parallel: {name} has no FFN output projection in its layer")
-        return FFNInputTap(linear, outputs.pop(layer))
+        return FFNInputTap(module, outputs.pop(layer))
 
-    wrap_modules(model, [family.ffn_in], make_tap, cfg.method)
+    wrap_modules(model, [family.ffn_residual_in], make_tap, cfg.method, kind=None)  # a Linear or a LayerNorm
     if outputs:
-        raise MethodError(f"parallel: no FFN input projection found in {sorted(outputs)}")
+        raise MethodError(f"parallel: no FFN input found in {sorted(outputs)}")
     return model

@@ -1,4 +1,4 @@
-"""pfeiffer: one bottleneck adapter per layer, after the FFN (Houlsby's layer, one attach point)."""
+"""pfeiffer: one bottleneck adapter per layer, after the FFN's residual (and LayerNorm), as AdapterHub's seq_bn."""
 
 from ..registry import register_method
 from .config import PfeifferConfig
