@@ -144,14 +144,24 @@ def save_method(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike)
     os.replace(out / (CONFIG_NAME + ".tmp"), out / CONFIG_NAME)
 
 
-def load_method(base_model: nn.Module, out_dir: str | os.PathLike) -> nn.Module:
-    """Apply the saved method to a fresh base model and load its weights; keys must match exactly."""
-    out = Path(out_dir)
+def _saved_config(out: Path) -> tuple[str, dict]:
     options = json.loads((out / CONFIG_NAME).read_text())
     name = options.pop("method", None)
     if name is None:
         raise MethodError(f"{out / CONFIG_NAME} has no 'method' key")
     options.pop("peftlab_version", None)
+    return name, options
+
+
+def saved_method_name(out_dir: str | os.PathLike) -> str:
+    """The registry name of the method saved in out_dir (by save_method)."""
+    return _saved_config(Path(out_dir))[0]
+
+
+def load_method(base_model: nn.Module, out_dir: str | os.PathLike) -> nn.Module:
+    """Apply the saved method to a fresh base model and load its weights; keys must match exactly."""
+    out = Path(out_dir)
+    name, options = _saved_config(out)
     model = apply_method(base_model, make_method_config(name, options))
     state = load_file(out / WEIGHTS_NAME)
     masks = _mask_buffers(model)
