@@ -66,7 +66,8 @@ def _stats(ms: np.ndarray) -> dict[str, float]:
 def interleaved_ms(models: list[torch.nn.Module], call: Callable[[torch.nn.Module], Any], *, warmup: int,
                    repeats: int, device: str) -> np.ndarray:
     """Wall milliseconds, shape (repeats, len(models)): every repeat calls every model once, starting from a
-    different model each time (so no model is always first after a pause); `warmup` untimed rounds first."""
+    different model each time (so no model is always first after a pause; over a multiple of len(models)
+    repeats each model holds each position equally often); `warmup` untimed rounds first."""
     cuda = device.startswith("cuda")
     out = np.empty((repeats, len(models)))
     for i in range(warmup + repeats):
