@@ -52,7 +52,8 @@ def pandas_method_comparison(run_dirs: list[Path]) -> pd.DataFrame:
             be = json.loads((d / "bench.json").read_text())
             bench += [{"run_id": be["run_id"], "batch_size": m["batch_size"],
                        "latency": m["latency_ms_median"]}
-                      for m in be["measurements"] if m["task"] == "generate" and m["batch_size"] in (1, 16)]
+                      for m in be["measurements"]
+                      if m["task"] == "generate" and m["batch_size"] in (1, 16) and m.get("deployed", True)]
     runs_df = pd.DataFrame(runs).set_index("run_id")
     q = pd.DataFrame(metrics).pivot_table(index="run_id", columns="metric", values="value")
     q = q[["bleu", "chrf", "ter"]]

@@ -1,4 +1,5 @@
-# Inference latency and throughput of every trained run (training cost is recorded by train).
+# Inference latency and throughput of every trained run, each timed beside the base model in one process
+# (peftlab/bench.py; training cost is recorded by train).
 
 
 rule benchmark:
@@ -15,9 +16,15 @@ rule benchmark:
         model_spec=lambda w: canonical(model_spec(task_model(w.task))),
         task=lambda w: canonical(task_entry(w.task)),
         code=fingerprint("peftlab/bench.py", "peftlab/languages.py"),
+        torch_threads=THREADS,
     log:
         "logs/{study}/benchmark/{task}/{method}/{budget}/seed{seed}.log",
-    threads: THREADS
+    # A benchmark must not share the machine's cores with other jobs (timings beside a training job are
+    # its noise, not the method's cost): it asks for every core, like pretrain_base (Snakemake caps a
+    # rule's threads at --cores), so a local run starts it only when nothing else runs and starts
+    # nothing beside it. It times with params.torch_threads (threads_per_job, as train and evaluate
+    # use), not with all of them. On SLURM the profile's set-threads gives it its own allocation.
+    threads: 1024
     conda:
         "../environment.yml"
     script:

@@ -43,8 +43,9 @@ def local_study(tmp_path_factory) -> Path:
     if reused := os.environ.get("PEFTLAB_FINISHED_STUDY"):
         workdir = Path(reused)
         # the code under test, file by file: an unchanged file keeps its time (a script's time reruns its rule)
-        for source in [REPO / "Snakefile", *[f for d in ("peftlab", "rules", "workflow_scripts", "config")
-                                              for f in (REPO / d).rglob("*") if f.is_file()]]:
+        code = [f for d in ("peftlab", "rules", "workflow_scripts", "config")
+                for f in (REPO / d).rglob("*") if f.is_file()]
+        for source in [REPO / "Snakefile", REPO / "environment.yml", *code]:
             target = workdir / source.relative_to(REPO)
             if "__pycache__" not in source.parts and not (target.exists() and filecmp.cmp(source, target, False)):
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def runs_frame(dirs: list[Path]) -> pd.DataFrame:
             "cka_mean": sum(m["value"] for m in ev if m["metric"] == "cka") / 2,
             "dev": tr["train"]["best_dev_score"],
             "latency": next(m["latency_ms_median"] for m in bench
-                            if m["task"] == "generate" and m["batch_size"] == 1)})
+                            if m["task"] == "generate" and m["batch_size"] == 1 and m["deployed"])})
     return pd.DataFrame(rows)
 
 

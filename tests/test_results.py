@@ -56,8 +56,11 @@ def reference_runs(dirs: list[Path]) -> pd.DataFrame:
                         if "layer" not in m})
         if (d / "bench.json").exists():
             for m in json.loads((d / "bench.json").read_text())["measurements"]:
-                if m["task"] == "generate":
+                if m["task"] == "generate" and m["deployed"]:  # LoRA's merged row, the only row of the others
                     row[f"latency_ms_b{m['batch_size']}"] = m["latency_ms_median"]
+                    row[f"latency_ratio_b{m['batch_size']}"] = m["ratio_to_base"]
+                    row[f"latency_ratio_cv_b{m['batch_size']}"] = m["ratio_cv"]
+                    row["latency_merged"] = m["merged"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -76,7 +79,13 @@ def test_schema_is_documented(db: tuple[Path, list[Path]]) -> None:
 def test_counts_and_failed_run(db: tuple[Path, list[Path]]) -> None:
     db_path, _ = db
     assert count(db_path, "runs") == N_RUNS
-    assert count(db_path, "benchmarks") == (N_RUNS - 2) * 4  # failed and no-bench runs have none
+    n_lora = len(GRID["tasks"]) * len(GRID["budgets"]) * len(GRID["seeds"]) - 1  # one has no bench.json
+    # 4 rows (generate, forward x batch 1, 16) per run; LoRA's twice (unmerged, merged); failed/no-bench: none
+    assert count(db_path, "benchmarks") == (N_RUNS - 2) * 4 + n_lora * 4
+    merged = query(db_path, "SELECT r.method, b.merged, b.deployed, count(*) AS n FROM benchmarks b "
+                            "JOIN runs r USING (run_id) GROUP BY ALL ORDER BY ALL")
+    assert merged[merged["merged"]]["method"].unique().tolist() == ["lora"]
+    assert merged[~merged["deployed"]]["method"].unique().tolist() == ["lora"]  # unmerged LoRA: recorded, not used
     assert count(db_path, "evaluations") == (N_RUNS - 1) * 5  # bleu, chrf, ter, cka x 2 layers
     failed = query(db_path, f"SELECT * FROM run_summary WHERE run_id = '{FAILED}'").iloc[0]
     assert failed["status"] == "failed" and "out of memory" in failed["error"]
@@ -93,7 +102,14 @@ def test_method_comparison_matches_pandas(db: tuple[Path, list[Path]]) -> None:
     ok = ref[ref["status"] == "ok"]
     cols = ["realised_fraction", "bleu", "chrf", "ter", "latency_ms_b1", "latency_ms_b16"]
     keys = ["study", "task", "budget", "method"]
-    expected = ok.groupby(keys)[cols].mean().join(ok.groupby(keys).size().rename("n_seeds")).reset_index()
+    expected = ok.groupby(keys)[cols].mean().join(ok.groupby(keys).size().rename("n_seeds"))
+    # ratios: geometric mean over seeds; their spread: the largest CV of the seeds
+    for b in (1, 16):
+        expected[f"latency_ratio_b{b}"] = ok.groupby(keys)[f"latency_ratio_b{b}"].apply(
+            lambda r: math.exp(r.dropna().map(math.log).mean()))
+        expected[f"latency_ratio_cv_b{b}"] = ok.groupby(keys)[f"latency_ratio_cv_b{b}"].max()
+    expected = expected.reset_index()
+    cols += ["latency_ratio_b1", "latency_ratio_b16", "latency_ratio_cv_b1", "latency_ratio_cv_b16"]
     got = query(db_path, "SELECT * FROM method_comparison")
     assert len(got) == 2 * 7  # one row per (task, config)
     merged = got.merge(expected, on=keys, suffixes=("", "_ref"), validate="1:1")
@@ -107,6 +123,9 @@ def test_method_comparison_matches_pandas(db: tuple[Path, list[Path]]) -> None:
     row = got.set_index(keys).loc[("demo", "en-de", "0.1", "lora")]
     seed0 = ok.set_index(keys + ["seed"]).loc[("demo", "en-de", "0.1", "lora", 0)]
     assert row["latency_ms_b1"] == pytest.approx(seed0["latency_ms_b1"])
+    # LoRA's latency is its merged figure (as fast as the base model in the synthetic records), and says so
+    assert row["latency_merged"] and row["latency_ratio_b1"] == pytest.approx(1.0)
+    assert not got[got["method"] != "lora"]["latency_merged"].any()
 
 
 def test_quality_vs_budget_deltas_to_full(db: tuple[Path, list[Path]]) -> None:
@@ -131,9 +150,9 @@ def test_pareto_front(db: tuple[Path, list[Path]]) -> None:
     assert len(got) == 14
     for _, a in got.iterrows():  # brute force: dominated by nobody in the same task
         others = got[(got["task"] == a["task"])]
-        dominated = ((others["quality"] >= a["quality"]) & (others["latency_ms_b1"] <= a["latency_ms_b1"])
+        dominated = ((others["quality"] >= a["quality"]) & (others["latency_ratio_b1"] <= a["latency_ratio_b1"])
                      & (others["trainable_params"] <= a["trainable_params"])
-                     & ((others["quality"] > a["quality"]) | (others["latency_ms_b1"] < a["latency_ms_b1"])
+                     & ((others["quality"] > a["quality"]) | (others["latency_ratio_b1"] < a["latency_ratio_b1"])
                         | (others["trainable_params"] < a["trainable_params"]))).any()
         assert a["on_front"] == (not dominated), (a["task"], a["method"], a["budget"])
     # sparse-adapter has the adapter's size and speed but lower quality in the synthetic model
@@ -171,7 +190,7 @@ def test_idempotent_incremental_and_replacing(tmp_path: Path) -> None:
                                seeds=[3])
     added = aggregate(new, db_path)
     assert {t: count(db_path, t) for t in tables} == {t: first[t] + added[t] for t in tables}
-    assert added["runs"] == 1 and added["evaluations"] == 5 and added["benchmarks"] == 4
+    assert added["runs"] == 1 and added["evaluations"] == 5 and added["benchmarks"] == 8  # LoRA: merged too
     assert set(query(db_path, "SELECT DISTINCT study FROM runs")["study"]) == {"demo", "other"}
 
     # a rerun that changed: its rows are replaced, not duplicated
@@ -324,7 +343,8 @@ def write_run(root: Path, study: str, task: str, method: str, budget: str, seed:
     records = synthetic_records(study, task, method, budget, seed)
     records["train.json"].update(method_family=family, method_config=method_config)
     for m in records["bench.json"]["measurements"]:
-        for key in ("latency_ms_median", "latency_ms_p10", "latency_ms_p90", "latency_ms_mean"):
+        for key in ("latency_ms_median", "latency_ms_p10", "latency_ms_p90", "latency_ms_mean", "ratio_to_base",
+                    "ratio_p10", "ratio_p90"):
             m[key] *= latency_scale
     run_dir = root / study / "runs" / task / method / budget / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -361,8 +381,9 @@ def test_sparse_vs_dense_and_coda_speedup(tmp_path: Path) -> None:
     assert set(got.adapter_method) == {"dense", "parallel"} and set(got.batch_size) == {1, 16}
     assert len(got) == 2 * 2 * 2  # adapters x bench tasks (generate, forward) x batch sizes
     assert (got.n_paired == 2).all() and (got.k_ratio == 0.25).all()
-    latency = {(d.parts[-3], int(d.name.removeprefix("seed")), m["task"], m["batch_size"]): m["latency_ms_median"]
-               for d in dirs for m in json.loads((d / "bench.json").read_text())["measurements"]}
+    # from each run's ratio to the base model it was timed beside (the deployed rows: LoRA merged)
+    latency = {(d.parts[-3], int(d.name.removeprefix("seed")), m["task"], m["batch_size"]): m["ratio_to_base"]
+               for d in dirs for m in json.loads((d / "bench.json").read_text())["measurements"] if m["deployed"]}
     for row in got.itertuples():
         ratios = [latency[row.adapter_method, s, row.bench_task, row.batch_size]
                   / latency["coda", s, row.bench_task, row.batch_size] for s in (0, 1)]

@@ -67,7 +67,7 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
 EVAL_METRICS = {"bleu", "chrf", "ter", "accuracy", "macro_f1", "ood_auroc", "ood_aupr", "ood_fpr95"}
 RUN_METRICS = {"cka_mean", "wall_time_s", "time_per_step_s", "tokens_per_s", "time_to_best_s",
                "train_peak_memory_mb", "steps", "trainable_params", "realised_fraction", "latency_ms_b1",
-               "latency_ms_b16"}
+               "latency_ms_b16", "latency_ratio_b1", "latency_ratio_b16"}
 METRICS = EVAL_METRICS | {f"{m}_vs_full" for m in EVAL_METRICS} | RUN_METRICS
 
 

@@ -66,9 +66,10 @@ def test_translation_runs_hold_params_scores_forgetting_and_latency(finished):
     assert all(v == pytest.approx(1.0, abs=1e-4) for v in cka.fetchall()[0])  # the base model vs itself
     bench = con.sql("SELECT DISTINCT task, batch_size FROM benchmarks ORDER BY 1, 2").fetchall()
     assert bench == [("forward", 1), ("forward", 4), ("generate", 1), ("generate", 4)]
-    comparison = con.sql("SELECT method, chrf, latency_ms_b1 FROM method_comparison "
+    comparison = con.sql("SELECT method, chrf, latency_ms_b1, latency_ratio_b1, latency_merged FROM method_comparison "
                          "WHERE task = 'en-de' AND method != 'broken'").fetchall()
-    assert len(comparison) == 5 and all(c is not None and lat > 0 for _, c, lat in comparison)
+    assert len(comparison) == 5 and all(c is not None and lat > 0 and ratio > 0 for _, c, lat, ratio, _ in comparison)
+    assert {m for m, *_, merged in comparison if merged} == {"lora", "lora-mt"}  # timed merged, as deployed
 
 
 def test_classification_runs_hold_accuracy_zero_shot_and_ood_metrics(finished):

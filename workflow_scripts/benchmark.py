@@ -4,6 +4,10 @@ from pathlib import Path
 from _setup import start
 
 start(snakemake)  # noqa: F821
+import torch  # noqa: E402
+
+# The job holds every core to keep other jobs off them (rules/benchmark.smk); it times with threads_per_job.
+torch.set_num_threads(max(1, min(snakemake.threads, snakemake.params.torch_threads)))  # noqa: F821
 from peftlab.bench import benchmark_run  # noqa: E402
 from peftlab.model_source import resolve_model_path  # noqa: E402
 from peftlab.status import failure_recorded, record_skipped, upstream_failure  # noqa: E402

@@ -195,6 +195,15 @@ def read_method_files(out_dir: str | os.PathLike, sha256: Mapping[str, str]) -> 
     return contents
 
 
+def saved_method_name(out_dir: str | os.PathLike) -> str:
+    """The registry name of the method saved in out_dir (by save_method); load_method verifies the files."""
+    path = Path(out_dir) / CONFIG_NAME
+    name = json.loads(path.read_text()).get("method")
+    if name is None:
+        raise MethodError(f"{path} has no 'method' key")
+    return name
+
+
 def load_method(base_model: nn.Module, out_dir: str | os.PathLike, sha256: Mapping[str, str]) -> nn.Module:
     """Apply the saved method to a fresh base model and load its weights; the files must match `sha256`
     (what save_method returned, recorded in the run's train.json) and the keys must match exactly."""

@@ -12,8 +12,10 @@ Tables (every column carries a COMMENT; list them with
 - training_curves: run_id, step, train_loss, dev_loss, lr, elapsed_s.
 - evaluations: long format, run_id, split, metric, value, signature, optional detector/layer/subset,
   n_examples; new metrics need no schema change.
-- benchmarks: run_id, task (generate | forward), batch_size, seq_len, new_tokens, latency percentiles,
-  throughput, peak memory, warmup, repeats, device, threads.
+- benchmarks: run_id, task (generate | forward), batch_size, seq_len, new_tokens, latency percentiles and
+  CV, the base model's (timed beside it in one process), ratio_to_base with its percentiles and CV, merged /
+  deployed (LoRA and IA3 are timed unmerged and merged; views use the deployed row), throughput, peak
+  memory, warmup, repeats, device, threads.
 Views (schema.VIEWS; adding one is one SQL string): run_summary, method_comparison,
 quality_vs_budget, quality_by_distance, pareto, training_cost, sparse_vs_dense, coda_speedup,
 significance, seed_spread, run_metrics (every measurement, long format) and reproduction (a paper's

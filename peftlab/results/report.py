@@ -48,7 +48,8 @@ def _slug(*parts: str) -> str:
 def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
                 progress: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
                 study: str | None = None) -> list[Path]:
-    """Write, per (study, task), quality vs budget and the quality/latency Pareto front as PNG and SVG.
+    """Write, per (study, task), quality vs budget and the quality/latency Pareto front as PNG and SVG
+    (latency as the ratio to the base model, with its spread).
 
     `study` restricts the plots to one study (the default draws every study in the database).
     """
@@ -62,7 +63,8 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
     only = "" if study is None else " AND study = $study"
     args = {} if study is None else {"study": study}
     qvb = con.execute(f"SELECT * FROM quality_vs_budget WHERE quality_mean IS NOT NULL{only}", args).df()
-    par = con.execute(f"SELECT * FROM pareto WHERE quality IS NOT NULL AND latency_ms_b1 IS NOT NULL{only}", args).df()
+    par = con.execute(f"SELECT * FROM pareto WHERE quality IS NOT NULL AND latency_ratio_b1 IS NOT NULL{only}",
+                      args).df()
     methods = sorted(set(qvb["method"]) | set(par["method"]))
     colour = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
     written: list[Path] = []
@@ -94,27 +96,31 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
         ax.legend(fontsize="small")
         save(fig, _slug("quality_vs_budget", study, task))
 
+    # Latency is the ratio to the base model timed beside each run (absolute ms move with the machine's load),
+    # of the deployed variant (LoRA/IA3 merged); the bars are +-1 std of the per-repeat ratios (CV x ratio).
     for (study, task), df in par.groupby(["study", "task"], sort=True):
         fig, ax = plt.subplots(figsize=(6, 4))
         for method, m in df.groupby("method"):
-            ax.scatter(m["latency_ms_b1"], m["quality"], color=colour[method], label=method, zorder=3)
+            ax.errorbar(m["latency_ratio_b1"], m["quality"], xerr=(m["latency_ratio_b1"] * m["latency_ratio_cv_b1"])
+                        .fillna(0), fmt="o", capsize=3, color=colour[method], label=method, zorder=3)
             for _, row in m.iterrows():
-                ax.annotate(row["budget"], (row["latency_ms_b1"], row["quality"]), xytext=(4, 4),
+                ax.annotate(row["budget"], (row["latency_ratio_b1"], row["quality"]), xytext=(4, 4),
                             textcoords="offset points", fontsize=7)
         # The 2-D front: walking from fastest to slowest, keep each point better than all faster ones.
         front, best = [], -math.inf
-        for _, row in df.sort_values(["latency_ms_b1", "quality"], ascending=[True, False]).iterrows():
+        for _, row in df.sort_values(["latency_ratio_b1", "quality"], ascending=[True, False]).iterrows():
             if row["quality"] > best:
                 front.append(row)
                 best = row["quality"]
         front_df = pd.DataFrame(front)
-        ax.step(front_df["latency_ms_b1"], front_df["quality"], where="post", color="black", linewidth=1,
+        ax.step(front_df["latency_ratio_b1"], front_df["quality"], where="post", color="black", linewidth=1,
                 label="quality/latency front")
         on3 = df[df["on_front"].fillna(False).astype(bool)]
-        ax.scatter(on3["latency_ms_b1"], on3["quality"], s=120, facecolors="none", edgecolors="black",
+        ax.scatter(on3["latency_ratio_b1"], on3["quality"], s=120, facecolors="none", edgecolors="black",
                    label="front incl. params", zorder=4)
-        ax.set(xlabel="median latency at batch 1 (ms)", ylabel=str(df["quality_metric"].iloc[0]),
-               title=f"{study}: {task}")
+        ax.axvline(1.0, linestyle=":", color="grey", linewidth=1)
+        ax.set(xlabel="latency / base model at batch 1 (LoRA, IA3 merged; ±1 std)",
+               ylabel=str(df["quality_metric"].iloc[0]), title=f"{study}: {task}")
         ax.legend(fontsize="small")
         save(fig, _slug("pareto", study, task))
     if not written:

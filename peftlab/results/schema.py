@@ -87,13 +87,29 @@ TABLES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ("new_tokens", "INTEGER", "tokens generated per sequence (generate task)"),
         ("warmup", "INTEGER", "untimed warm-up iterations"),
         ("repeats", "INTEGER", "timed iterations"),
+        ("merged", "BOOLEAN", "the run's LoRA/IA3 weights were folded into the base weights before timing; "
+                              "false: the model as trained"),
+        ("deployed", "BOOLEAN", "the figure a deployment sees: the merged row of a mergeable method (LoRA, IA3), "
+                                "the only row of the others; the views use these rows"),
         ("latency_ms_median", "DOUBLE", "median latency per batch, ms"),
         ("latency_ms_p10", "DOUBLE", "10th percentile latency, ms"),
         ("latency_ms_p90", "DOUBLE", "90th percentile latency, ms"),
         ("latency_ms_mean", "DOUBLE", "mean latency, ms"),
         ("latency_ms_std", "DOUBLE", "standard deviation of latency, ms"),
-        ("throughput_items_per_s", "DOUBLE", "items (sequences) per second"),
-        ("peak_memory_mb", "DOUBLE", "peak inference memory, MB"),
+        ("latency_cv", "DOUBLE", "coefficient of variation of latency (std / mean)"),
+        ("base_latency_ms_median", "DOUBLE", "median latency of the un-adapted base model, timed in the same "
+                                             "process, rounds and inputs, ms"),
+        ("base_latency_ms_p10", "DOUBLE", "10th percentile latency of the base model, ms"),
+        ("base_latency_ms_p90", "DOUBLE", "90th percentile latency of the base model, ms"),
+        ("base_latency_cv", "DOUBLE", "coefficient of variation of the base model's latency"),
+        ("ratio_to_base", "DOUBLE", "latency / base model latency: median over repeats of the ratio of the two "
+                                    "calls in one repeat (peftlab/bench.py)"),
+        ("ratio_p10", "DOUBLE", "10th percentile of the per-repeat ratios"),
+        ("ratio_p90", "DOUBLE", "90th percentile of the per-repeat ratios"),
+        ("ratio_cv", "DOUBLE", "coefficient of variation of the per-repeat ratios"),
+        ("throughput_items_per_s", "DOUBLE", "items (sequences) per second, from the median latency"),
+        ("peak_memory_mb", "DOUBLE", "peak memory of the benchmark process, MB: the run's model, its merged copy "
+                                     "and the base model were all loaded (an upper bound for one model)"),
         ("extra", "JSON", "any other keys of the measurement"),
     ]),
 }
@@ -161,7 +177,10 @@ STUDY_TABLES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
 
 # Per run: test-split headline metrics side by side and latency at batch 1 and 16. Per-layer,
 # per-detector and per-subset rows are left out so they never blend into the headline numbers.
-# Latency prefers the generate task, then the longest seq_len measured (bench_* columns say which).
+# Latency prefers the generate task, then the longest seq_len measured (bench_* columns say which), and
+# is the deployed figure: LoRA and IA3 merged into the base weights (latency_merged says so). The ratio to
+# the base model (timed beside it in one process) is the comparable figure; absolute milliseconds move with
+# the machine's load. Records from before the ratio existed have deployed NULL: their only row counts.
 # Metrics and latency of runs that did not train ok are NULL, so stale eval files never count.
 _RUN_SUMMARY = """
 WITH q AS (
@@ -177,10 +196,13 @@ WITH q AS (
 ), lat AS (
     SELECT run_id, batch_size,
         arg_max(latency_ms_median, struct_pack(g := task = 'generate', s := seq_len)) AS latency_ms,
+        arg_max(ratio_to_base, struct_pack(g := task = 'generate', s := seq_len)) AS ratio,
+        arg_max(ratio_cv, struct_pack(g := task = 'generate', s := seq_len)) AS ratio_cv,
+        arg_max(merged, struct_pack(g := task = 'generate', s := seq_len)) AS merged,
         arg_max(task, struct_pack(g := task = 'generate', s := seq_len)) AS bench_task,
         max(seq_len) FILTER (WHERE task = 'generate') AS generate_seq_len,
         max(seq_len) AS any_seq_len
-    FROM benchmarks WHERE batch_size IN (1, 16)
+    FROM benchmarks WHERE batch_size IN (1, 16) AND deployed IS NOT FALSE
     GROUP BY run_id, batch_size
 )
 SELECT r.run_id, r.study, r.task, r.task_kind, r.method, r.method_family, r.budget, r.budget_target,
@@ -190,6 +212,9 @@ SELECT r.run_id, r.study, r.task, r.task_kind, r.method, r.method_family, r.budg
     CASE WHEN r.task_kind = 'translation' THEN 'chrf' ELSE 'accuracy' END AS quality_metric,
     CASE WHEN r.task_kind = 'translation' THEN q.chrf ELSE q.accuracy END AS quality,
     l1.latency_ms AS latency_ms_b1, l16.latency_ms AS latency_ms_b16,
+    l1.ratio AS latency_ratio_b1, l16.ratio AS latency_ratio_b16,
+    l1.ratio_cv AS latency_ratio_cv_b1, l16.ratio_cv AS latency_ratio_cv_b16,
+    coalesce(l1.merged, l16.merged) AS latency_merged,
     coalesce(l1.bench_task, l16.bench_task) AS bench_task,
     coalesce(l1.generate_seq_len, l1.any_seq_len, l16.generate_seq_len, l16.any_seq_len) AS bench_seq_len
 FROM runs r
@@ -208,7 +233,10 @@ SELECT study, task, budget, method,
     avg(realised_fraction) AS realised_fraction,
     avg(bleu) AS bleu, avg(chrf) AS chrf, avg(ter) AS ter,
     avg(accuracy) AS accuracy, avg(macro_f1) AS macro_f1,
-    avg(latency_ms_b1) AS latency_ms_b1, avg(latency_ms_b16) AS latency_ms_b16
+    avg(latency_ms_b1) AS latency_ms_b1, avg(latency_ms_b16) AS latency_ms_b16,
+    exp(avg(ln(latency_ratio_b1))) AS latency_ratio_b1, max(latency_ratio_cv_b1) AS latency_ratio_cv_b1,
+    exp(avg(ln(latency_ratio_b16))) AS latency_ratio_b16, max(latency_ratio_cv_b16) AS latency_ratio_cv_b16,
+    bool_or(latency_merged) AS latency_merged
 FROM run_summary
 GROUP BY study, task, budget, method
 ORDER BY study, task, budget_target NULLS FIRST, method
@@ -238,26 +266,31 @@ ORDER BY s.study, s.task, s.method, budget_target NULLS FIRST
 """
 
 # A configuration is on the front unless another one in the same study/task is at least as good on
-# all three axes and better on one; NULL when an axis was not measured.
+# all three axes and better on one; NULL when an axis was not measured. The latency axis is the batch-1
+# ratio to the base model (geometric mean over seeds) of the deployed variant (merged LoRA/IA3);
+# latency_ratio_cv_b1 is its spread (the largest CV of per-repeat ratios over the seeds).
 _PARETO = """
 WITH c AS (
     SELECT study, task, method, budget,
         any_value(budget_target) AS budget_target,
         any_value(quality_metric) AS quality_metric,
         avg(quality) AS quality,
+        exp(avg(ln(latency_ratio_b1))) AS latency_ratio_b1,
+        max(latency_ratio_cv_b1) AS latency_ratio_cv_b1,
+        bool_or(latency_merged) AS latency_merged,
         avg(latency_ms_b1) AS latency_ms_b1,
         round(avg(trainable_params))::BIGINT AS trainable_params
     FROM run_summary WHERE status = 'ok'
     GROUP BY study, task, method, budget
 )
 SELECT a.*,
-    CASE WHEN a.quality IS NULL OR a.latency_ms_b1 IS NULL OR a.trainable_params IS NULL THEN NULL
+    CASE WHEN a.quality IS NULL OR a.latency_ratio_b1 IS NULL OR a.trainable_params IS NULL THEN NULL
     ELSE NOT EXISTS (
         SELECT 1 FROM c b
         WHERE b.study = a.study AND b.task = a.task
-          AND b.quality >= a.quality AND b.latency_ms_b1 <= a.latency_ms_b1
+          AND b.quality >= a.quality AND b.latency_ratio_b1 <= a.latency_ratio_b1
           AND b.trainable_params <= a.trainable_params
-          AND (b.quality > a.quality OR b.latency_ms_b1 < a.latency_ms_b1
+          AND (b.quality > a.quality OR b.latency_ratio_b1 < a.latency_ratio_b1
                OR b.trainable_params < a.trainable_params))
     END AS on_front
 FROM c a
@@ -301,7 +334,8 @@ ORDER BY ALL
 #   rows) and detector; per-layer rows are summarised as cka_mean;
 # - <metric>_vs_full: the same minus the run of method entry `full` with the same task and seed;
 # - run-level figures: wall_time_s, time_per_step_s, tokens_per_s, time_to_best_s, train_peak_memory_mb,
-#   steps, trainable_params, realised_fraction, latency_ms_b1, latency_ms_b16.
+#   steps, trainable_params, realised_fraction, latency_ms_b1, latency_ms_b16, latency_ratio_b1,
+#   latency_ratio_b16 (deployed variant: merged LoRA/IA3).
 # dev_rank orders runs by their best dev score, lower is better (dev losses as they are).
 _RUN_METRICS = """
 WITH ok AS (
@@ -309,7 +343,8 @@ WITH ok AS (
         CASE WHEN r.dev_metric IS NULL OR r.dev_metric LIKE '%loss%' THEN r.best_dev_score
              ELSE -r.best_dev_score END AS dev_rank,
         s.wall_time_s, r.time_per_step_s, r.tokens_per_s, s.time_to_best_s, s.train_peak_memory_mb, s.steps,
-        s.trainable_params, s.realised_fraction, s.latency_ms_b1, s.latency_ms_b16
+        s.trainable_params, s.realised_fraction, s.latency_ms_b1, s.latency_ms_b16, s.latency_ratio_b1,
+        s.latency_ratio_b16
     FROM run_summary s JOIN runs r USING (run_id)
     WHERE s.status = 'ok'
 ), ev AS (
@@ -330,10 +365,11 @@ WITH ok AS (
             tokens_per_s::DOUBLE AS tokens_per_s, time_to_best_s::DOUBLE AS time_to_best_s,
             train_peak_memory_mb::DOUBLE AS train_peak_memory_mb, steps::DOUBLE AS steps,
             trainable_params::DOUBLE AS trainable_params, realised_fraction::DOUBLE AS realised_fraction,
-            latency_ms_b1::DOUBLE AS latency_ms_b1, latency_ms_b16::DOUBLE AS latency_ms_b16
+            latency_ms_b1::DOUBLE AS latency_ms_b1, latency_ms_b16::DOUBLE AS latency_ms_b16,
+            latency_ratio_b1::DOUBLE AS latency_ratio_b1, latency_ratio_b16::DOUBLE AS latency_ratio_b16
         FROM ok)
     ON wall_time_s, time_per_step_s, tokens_per_s, time_to_best_s, train_peak_memory_mb, steps,
-        trainable_params, realised_fraction, latency_ms_b1, latency_ms_b16
+        trainable_params, realised_fraction, latency_ms_b1, latency_ms_b16, latency_ratio_b1, latency_ratio_b16
     INTO NAME metric VALUE value
 ), measured AS (
     SELECT * FROM ev
@@ -481,7 +517,8 @@ ORDER BY ALL
 
 # Each CoDA run beside the bottleneck-adapter runs (parallel, Houlsby, Pfeiffer) of the same study, task,
 # seed and budget target, per benchmark setting: speed-up = adapter latency / CoDA latency (geometric mean
-# over seeds), and the quality CoDA gives up for it.
+# over seeds), each as its ratio to the base model it was timed beside (the two runs were benchmarked in
+# separate jobs, whose absolute milliseconds differ with the machine's load), and the quality CoDA gives up.
 _CODA_SPEEDUP = """
 WITH pairs AS (
     SELECT c.run_id, c.study, c.task, c.budget, c.budget_target, c.method, c.quality_metric,
@@ -496,12 +533,12 @@ SELECT p.study, p.task, p.budget, any_value(p.budget_target) AS budget_target, p
     any_value(p.k_ratio) AS k_ratio, p.adapter_method, bc.task AS bench_task, bc.batch_size, bc.seq_len,
     count(*) AS n_paired,
     avg(ba.latency_ms_median) AS adapter_latency_ms, avg(bc.latency_ms_median) AS coda_latency_ms,
-    exp(avg(ln(ba.latency_ms_median / bc.latency_ms_median))) AS speedup,
+    exp(avg(ln(ba.ratio_to_base / bc.ratio_to_base))) AS speedup,
     any_value(p.quality_metric) AS quality_metric, avg(p.quality_delta) AS quality_delta
 FROM pairs p
-JOIN benchmarks bc ON bc.run_id = p.run_id
+JOIN benchmarks bc ON bc.run_id = p.run_id AND bc.deployed IS NOT FALSE
 JOIN benchmarks ba ON ba.run_id = p.adapter_run_id AND ba.task = bc.task AND ba.batch_size = bc.batch_size
-    AND ba.seq_len IS NOT DISTINCT FROM bc.seq_len
+    AND ba.seq_len IS NOT DISTINCT FROM bc.seq_len AND ba.deployed IS NOT FALSE
 GROUP BY p.study, p.task, p.budget, p.method, p.adapter_method, bc.task, bc.batch_size, bc.seq_len
 ORDER BY ALL
 """
@@ -523,13 +560,16 @@ ORDER BY ALL
 # name -> (comment, SQL); created in this order, so a view may use the ones above it.
 VIEWS: dict[str, tuple[str, str]] = {
     "run_summary": ("One row per run: test BLEU/chrF/TER/accuracy/macro-F1, the task's quality metric "
-                    "(chrF for translation, else accuracy), latency at batch 1 and 16.", _RUN_SUMMARY),
+                    "(chrF for translation, else accuracy), latency at batch 1 and 16 (ms and ratio to the base "
+                    "model, with the ratio's CV; LoRA/IA3 merged: latency_merged).", _RUN_SUMMARY),
     "method_comparison": ("Per (study, task, budget, method): params, realised fraction, BLEU, chrF, TER, "
-                          "median latency at batch 1 and 16; means over ok seeds.", _METHOD_COMPARISON),
+                          "median latency at batch 1 and 16 (means over ok seeds), latency ratio to the base "
+                          "model (geometric mean) and its largest CV; LoRA/IA3 merged.", _METHOD_COMPARISON),
     "quality_vs_budget": ("Per (study, task, method, budget): quality mean/std over seeds and the delta "
                           "to full fine-tuning paired by seed.", _QUALITY_VS_BUDGET),
-    "pareto": ("Per (study, task, method, budget): quality, batch-1 latency, trainable params and whether "
-               "the configuration is on the Pareto front of the three.", _PARETO),
+    "pareto": ("Per (study, task, method, budget): quality, batch-1 latency ratio to the base model (merged "
+               "LoRA/IA3, as deployed) with its CV, trainable params and whether the configuration is on the "
+               "Pareto front of quality, latency ratio and params.", _PARETO),
     "training_cost": ("Per (study, task, method, budget): training time, time to best dev score and "
                       "peak memory over ok seeds.", _TRAINING_COST),
     "seed_spread": ("Per (study, task, method, budget, split, metric, detector, layer, subset): mean, "
@@ -544,7 +584,8 @@ VIEWS: dict[str, tuple[str, str]] = {
     "sparse_vs_dense": ("Per SparseAdapter configuration: quality beside the dense adapter of its base method at "
                         "the same budget, paired by seed.", _SPARSE_VS_DENSE),
     "coda_speedup": ("Per CoDA configuration and benchmark setting: latency speed-up over bottleneck adapters "
-                     "of the same budget (geometric mean over seeds) and the quality delta.", _CODA_SPEEDUP),
+                     "of the same budget (from each run's ratio to the base model; geometric mean over seeds) "
+                     "and the quality delta.", _CODA_SPEEDUP),
     "significance": ("Per (study, task, method, budget, metric): paired-bootstrap tests against full "
                      "fine-tuning over seeds (mt_significance).", _SIGNIFICANCE),
 }

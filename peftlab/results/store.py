@@ -18,8 +18,10 @@ from .schema import STUDY_TABLES, TABLES, VIEWS
 RECORD_FILES = ("train.json", "eval.json", "bench.json")
 _CURVE_KEYS = ("step", "train_loss", "dev_loss", "lr", "elapsed_s")
 _METRIC_KEYS = ("metric", "value", "signature", "detector", "layer", "subset")
-_BENCH_KEYS = ("task", "batch_size", "seq_len", "new_tokens", "warmup", "repeats", "latency_ms_median",
-               "latency_ms_p10", "latency_ms_p90", "latency_ms_mean", "latency_ms_std",
+_BENCH_KEYS = ("task", "batch_size", "seq_len", "new_tokens", "warmup", "repeats", "merged", "deployed",
+               "latency_ms_median", "latency_ms_p10", "latency_ms_p90", "latency_ms_mean", "latency_ms_std",
+               "latency_cv", "base_latency_ms_median", "base_latency_ms_p10", "base_latency_ms_p90",
+               "base_latency_cv", "ratio_to_base", "ratio_p10", "ratio_p90", "ratio_cv",
                "throughput_items_per_s", "peak_memory_mb")
 _RUN_KEYS = ("study", "task", "task_kind", "method", "method_family", "budget", "budget_target", "seed",
              "status", "error", "log_path", "base_model", "base_model_id", "data_manifest_sha256",

@@ -1,7 +1,8 @@
 """Synthetic run records in the shape train/eval/benchmark jobs write, for tests and benchmarks.
 
 The numbers follow a simple deterministic model (quality grows with the budget, full fine-tuning is
-best, adapters add latency) so that expected view contents can be computed from the records.
+best, adapters add latency, merged LoRA/IA3 run at the base model's speed) so that expected view contents
+can be computed from the records.
 """
 
 import json
@@ -13,6 +14,7 @@ from typing import Any
 KNOBLESS = frozenset({"full", "bitfit", "ia3"})  # methods with no size knob run once, budget "none"
 TOTAL_PARAMS = 1_500_000
 _GAP_PER_DECADE = {"lora": 1.0, "adapter": 0.8, "sparse-adapter": 0.9, "prefix": 2.0, "coda": 1.1}
+MERGEABLE = frozenset({"lora", "ia3"})
 _LATENCY_OVERHEAD_MS = {"full": 0.0, "bitfit": 0.0, "ia3": 0.2, "lora": 0.5, "prefix": 1.5, "coda": -4.0}
 
 
@@ -66,13 +68,23 @@ def synthetic_records(study: str, task: str, method: str, budget: str, seed: int
                  "signature": "cka|linear"} for layer in (0, 1)]
     evaluation = {"run_id": run_id, "split": "test", "n_examples": 200, "status": "ok", "metrics": metrics,
                   "hypotheses_path": f"results/{run_id}/hyp.txt"}
-    base = 10.0 + _LATENCY_OVERHEAD_MS.get(method, 1.0 + 20 * frac) + 0.1 * seed
+    base_ms = 10.0 + 0.1 * seed  # the un-adapted base model, timed beside the run's model
+    # a method's overhead is a fixed fraction of the base model's time: the ratio to base does not depend on the seed
+    overhead = _LATENCY_OVERHEAD_MS.get(method, 1.0 + 20 * frac)
+    # LoRA and IA3 are timed as trained and merged into the base weights (then as fast as the base model).
+    variants = [(False, method not in MERGEABLE, overhead)] + ([(True, True, 0.0)] if method in MERGEABLE else [])
     bench = {"run_id": run_id, "device": "cpu", "threads": 1, "status": "ok", "measurements": [
         {"batch_size": bs, "seq_len": 32, "new_tokens": 16, "task": task_, "warmup": 3, "repeats": 10,
+         "merged": merged, "deployed": deployed,
          "latency_ms_median": lat, "latency_ms_p10": 0.9 * lat, "latency_ms_p90": 1.2 * lat,
-         "latency_ms_mean": 1.02 * lat, "latency_ms_std": 0.05 * lat,
+         "latency_ms_mean": 1.02 * lat, "latency_ms_std": 0.05 * lat, "latency_cv": 0.05 / 1.02,
+         "base_latency_ms_median": b, "base_latency_ms_p10": 0.9 * b, "base_latency_ms_p90": 1.2 * b,
+         "base_latency_cv": 0.04, "ratio_to_base": lat / b, "ratio_p10": 0.97 * lat / b, "ratio_p90": 1.03 * lat / b,
+         "ratio_cv": 0.01 + 0.001 * seed,
          "throughput_items_per_s": 1000 * bs / lat, "peak_memory_mb": 100.0 + bs}
-        for bs in (1, 16) for task_, lat in (("generate", base * bs**0.6), ("forward", base * bs**0.6 / 4))]}
+        for merged, deployed, extra_ms in variants for bs in (1, 16)
+        for task_, scale in (("generate", bs**0.6), ("forward", bs**0.6 / 4))
+        for b, lat in [(base_ms * scale, base_ms * (1 + extra_ms / 10.0) * scale)]]}
     return {"train.json": train, "eval.json": evaluation, "bench.json": bench}
 
 
