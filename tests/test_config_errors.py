@@ -184,7 +184,7 @@ def _(c: dict, tmp: Path) -> None:
     local_corpus(c, str(tmp / "absent.tsv"))
 
 
-@case("local-file-empty", "check_config", "empty.tsv")
+@case("local-file-empty", "check_config", "empty.tsv is empty")
 def _(c: dict, tmp: Path) -> None:
     local_corpus(c, write(tmp, "empty.tsv", ""))
 
@@ -406,6 +406,8 @@ if __name__ == "__main__":  # the table for the notes: case | caught by | messag
     for case_id, _, _, _ in CASES:
         with tempfile.TemporaryDirectory() as tmp:
             where, text = run_case(case_id, Path(tmp))
-        first = " ".join(text.replace(tmp, "<tmp>").split("\n\nFailed validating")[0].split())
-        print(f"| {case_id} | {where} | {first[:220].replace('|', '/')} |")
+        text = text.replace(tmp, "<tmp>").removeprefix("Error validating config file.\n")
+        first = " ".join(text.split("\n\nFailed validating")[0].split())
+        at = f" (at {text.split('On instance')[1].split(':')[0] or 'top level'})" if "On instance" in text else ""
+        print(f"| {case_id} | {where} | {first[:200].replace('|', '/')}{at} |")
     print(f"\n{len(CASES)} cases")

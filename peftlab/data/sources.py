@@ -164,8 +164,10 @@ def _check_local_content(task: dict) -> None:
         try:
             with open(path, encoding="utf-8", newline="") as f:
                 if fmt == "tsv":
-                    header = f.readline().rstrip("\r\n").split("\t")
-                    _need_columns(path, 1, header if header != [""] else [], needed)
+                    header = f.readline().rstrip("\r\n")
+                    if not header:
+                        raise DataError(f"local corpus {path} is empty (a TSV starts with a header row)")
+                    _need_columns(path, 1, header.split("\t"), needed)
                     rows = sum(1 for line in f if line.strip())
                 for number, line in enumerate(f if fmt == "jsonl" else [], 1):
                     if not line.strip():
