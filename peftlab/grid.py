@@ -265,11 +265,15 @@ def check_training(config: dict) -> None:
                 continue
             try:
                 train_config(config, method, task)
-            except TrainConfigError as err:
-                sources = ["train", f"tasks.{task}.train", f"methods.{base_name(method)}.train"]
-                sweep = f" and sweep {method.partition(VARIANT)[2]}" if VARIANT in method else ""
-                raise ConfigError(f"training options of method {method} on task {task} (defaults, then "
-                                  f"{', '.join(sources)}{sweep}): {err}") from None
+            except TrainConfigError as err:  # name the layer that set the value (the last one wins)
+                layers = [(f"methods.{base_name(method)}.sweep.lr", {"lr": 0} if VARIANT in method else {}),
+                          (f"methods.{base_name(method)}.train", config["methods"][base_name(method)].get("train", {})),
+                          (f"tasks.{task}.train", config["tasks"][task].get("train", {})),
+                          ("train", config.get("train", {}))]
+                where = next((f"{name}.{err.key}" if name != layers[0][0] else name
+                              for name, values in layers if err.key in values), f"the default {err.key}")
+                raise ConfigError(f"{where} (in the training options of method {method} on task {task}): "
+                                  f"{err}") from None
 
 
 def model_type(config: dict, model_name: str, hub_cache: str | Path | None = None) -> str | None:

@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 
 
 class TrainConfigError(ValueError):
-    """An unknown or ill-typed training hyperparameter."""
+    """An unknown, ill-typed or out-of-range training hyperparameter (`key`: its name)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -42,18 +46,18 @@ class TrainConfig:
         known = {f.name: f for f in dataclasses.fields(cls)}
         for key, value in values.items():
             if key not in known:
-                raise TrainConfigError(f"unknown training option {key!r}; known: {', '.join(sorted(known))}")
+                raise TrainConfigError(f"unknown training option {key!r}; known: {', '.join(sorted(known))}", key)
             kind = float if known[key].type == "float" else int
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                     kind is int and (not math.isfinite(value) or value != int(value))):
-                raise TrainConfigError(f"training option {key!r} must be a {kind.__name__}, got {value!r}")
+                raise TrainConfigError(f"training option {key!r} must be a {kind.__name__}, got {value!r}", key)
 
     def validate(self) -> None:
         """Every range a training run relies on, in one place: the workflow's plan-time check and every job
         call it (through from_dict), so a value that would crash a job or silently not train fails at once."""
         def need(ok: bool, key: str, rule: str) -> None:
             if not ok:
-                raise TrainConfigError(f"training option {key!r} must be {rule}, got {getattr(self, key)!r}")
+                raise TrainConfigError(f"training option {key!r} must be {rule}, got {getattr(self, key)!r}", key)
 
         for key in ("lr", "min_lr_ratio", "weight_decay", "beta2", "label_smoothing", "grad_clip"):
             need(math.isfinite(getattr(self, key)), key, "a finite number")

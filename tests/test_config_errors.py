@@ -158,16 +158,18 @@ case("sized-method-without-budgets", "check_config", "methods.lora: method 'lora
     lambda c, tmp: (add_lora(c), c["grid"].update(budgets=[])))
 
 # training options: ranges, checked on every merge a run trains with
-case("max-steps-0", "check_config", "'max_steps' must be >= 1")(set_in("train.max_steps", 0))
+case("max-steps-0", "check_config", "train.max_steps (in the training options of method base on task en-de)")(
+    set_in("train.max_steps", 0))
 case("patience-0", "check_config", "'patience' must be >= 1")(set_in("train.patience", 0))
 case("eval-interval-0", "check_config", "'eval_interval' must be between 1 and max_steps")(
     set_in("train.eval_interval", 0))
-case("eval-interval-above-max-steps", "check_config", "on task topic")(set_in("tasks.topic.train.eval_interval", 500))
-case("warmup-above-max-steps", "check_config", "'warmup_steps' must be between 0 and max_steps (20)")(
+case("eval-interval-above-max-steps", "check_config", "tasks.topic.train.eval_interval")(
+    set_in("tasks.topic.train.eval_interval", 500))
+case("warmup-above-max-steps", "check_config", "methods.full.train.warmup_steps")(
     set_in("methods.full.train.warmup_steps", 30))
-case("batch-size-0", "check_config", "'batch_size' must be >= 1")(set_in("methods.full.train.batch_size", 0))
+case("batch-size-0", "check_config", "methods.full.train.batch_size")(set_in("methods.full.train.batch_size", 0))
 case("lr-negative", "check_config", "'lr' must be > 0")(set_in("methods.full.train.lr", -1e-3))
-case("lr-nan", "check_config", "'lr' must be a finite number")(set_in("train.lr", math.nan))
+case("lr-nan", "check_config", "train.lr")(set_in("train.lr", math.nan))
 case("lr-infinite", "check_config", "'lr' must be a finite number")(set_in("train.lr", math.inf))
 case("label-smoothing-1", "check_config", "'label_smoothing' must be in [0, 1)")(set_in("train.label_smoothing", 1.0))
 case("beta2-1", "check_config", "'beta2' must be in [0, 1)")(set_in("train.beta2", 1.0))
@@ -175,7 +177,7 @@ case("min-lr-ratio-2", "check_config", "'min_lr_ratio' must be in [0, 1]")(set_i
 case("grad-clip-negative", "check_config", "'grad_clip' must be >= 0")(set_in("train.grad_clip", -1.0))
 case("build-train-eval-interval", "check_config", "base_models.tiny-marian.build.train: training option "
      "'eval_interval'")(set_in("base_models.tiny-marian.build.train.eval_interval", 100))
-case("swept-lr-nan", "check_config", "sweep lrnan")(set_in("methods.full.sweep", {"lr": [math.nan]}))
+case("swept-lr-nan", "check_config", "methods.full.sweep.lr")(set_in("methods.full.sweep", {"lr": [math.nan]}))
 
 
 # local corpora: named file and line, at plan time
