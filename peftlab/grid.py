@@ -7,7 +7,10 @@ budget a method cannot reach on the chosen base model, a corpus whose package is
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,14 +18,18 @@ from typing import TYPE_CHECKING
 from peftlab.data import check_corpus_spec
 from peftlab.languages import LanguageError, languages_of
 from peftlab.methods import METHODS, get_method, make_method_config
+from peftlab.methods.families import FAMILIES
 from peftlab.model_source import ModelError, resolve_model_path
-from peftlab.train_config import TrainConfig
+from peftlab.train_config import TrainConfig, TrainConfigError
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 NO_BUDGET = "none"
+# A study name is a folder under results/: no separators, not "." or ".." (config/schema.yaml says the same)
+STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+BUILT_MODEL_TYPE = "marian"  # peftlab.models.build_marian
 
 
 class ConfigError(ValueError):
@@ -153,15 +160,19 @@ def architecture_on_meta(config: dict, model_name: str, kind: str) -> torch.nn.M
 
 def hub_config_cached(spec: dict) -> bool:
     """Whether a hub model's config.json is in the local Hugging Face cache."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(spec["id"], "config.json", revision=spec.get("revision"))
-    return isinstance(found, str)
+    return _hub_file(spec, "config.json") is not None
 
 
 def check_config(config: dict) -> None:
-    """Every semantic check that needs no data and no weights; raises ConfigError naming the problem."""
+    """Every semantic check that needs no weights and no network; raises ConfigError naming the problem."""
     grid, tasks, methods = config["grid"], config["tasks"], config["methods"]
+    study = config["study"]
+    if not isinstance(study, str) or not STUDY_NAME.fullmatch(study):
+        raise ConfigError(f"study {study!r} must be a plain folder name (letters, digits, '_', '.', '-'; not "
+                          "starting with '.'): its runs go to results/<study>/")
+    for key in ("tasks", "methods", "seeds"):
+        _no_repeats(f"grid.{key}", grid[key])
+    _no_repeats("grid.budgets", [format_budget(b) for b in grid.get("budgets", [])])
     for task in grid["tasks"]:
         if task not in tasks:
             raise ConfigError(f"grid.tasks names {task!r}, which is not under tasks: ({', '.join(tasks)})")
@@ -175,8 +186,11 @@ def check_config(config: dict) -> None:
         if entry["method"] not in METHODS:
             raise ConfigError(f"methods.{name}: unknown method {entry['method']!r}; registered: "
                               f"{', '.join(sorted(METHODS))}")
-        make_method_config(entry["method"], entry.get("options", {}))
-        train_config(config, name)
+        try:
+            make_method_config(entry["method"], entry.get("options", {}))
+        except ValueError as err:  # MethodError: name the entry, which the method does not know
+            raise ConfigError(f"methods.{name}.options: {err}") from None
+        _check_budgets_given(config, name, entry)
         if entry.get("multitask") and any(config["tasks"][t].get("train_sizes") for t in config["grid"]["tasks"]):
             raise ConfigError(f"methods.{name}: a multitask method cannot be combined with train_sizes "
                               "(the shared model would be trained on which subset?)")
@@ -197,12 +211,18 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"tasks.{name}: '{VARIANT}' is reserved for study axes (e.g. en-de{VARIANT}n500)")
         if task["base_model"] not in config["base_models"]:
             raise ConfigError(f"tasks.{name}.base_model {task['base_model']!r} is not under base_models:")
-        check_corpus_spec(task)
+        _no_repeats(f"tasks.{name}.train_sizes", task.get("train_sizes") or [])
+        try:
+            check_corpus_spec(task)
+        except ValueError as err:  # DataError: name the task, which the data layer does not know
+            raise ConfigError(f"tasks.{name}: {err}") from None
         if task["kind"] == "translation":
             try:
                 languages_of(config["base_models"][task["base_model"]], task)
             except LanguageError as err:
                 raise ConfigError(f"tasks.{name} (base model {task['base_model']}): {err}") from None
+    check_training(config)
+    check_families(config)
     check_scorers(config)
     check_budgets(config)
 
@@ -222,6 +242,153 @@ def check_scorers(config: dict) -> None:
             bleu_metric(lang)
         except ScoringError as err:
             raise ConfigError(f"tasks.{name}: {err}") from None
+
+
+def _no_repeats(where: str, items: list) -> None:
+    seen = set()
+    for item in items:
+        if item in seen:
+            raise ConfigError(f"{where} lists {item!r} twice (one run per entry: a repeat would train twice "
+                              "and collide in the results)")
+        seen.add(item)
+
+
+def _check_budgets_given(config: dict, name: str, entry: dict) -> None:
+    knob = get_method(entry["method"]).knob
+    if knob is None:
+        if "budgets" in entry:
+            raise ConfigError(f"methods.{name}.budgets: method {entry['method']!r} has no size knob, so its "
+                              "budgets would be ignored (it runs once per task and seed); remove them")
+        return
+    _no_repeats(f"methods.{name}.budgets", [format_budget(b) for b in entry.get("budgets", [])])
+    if name in config["grid"]["methods"] and not method_budgets(config, name):
+        raise ConfigError(f"methods.{name}: method {entry['method']!r} is sized by a budget (its {knob!r}), but "
+                          f"neither methods.{name}.budgets nor grid.budgets gives one: it would have no runs")
+
+
+def check_training(config: dict) -> None:
+    """Each layer of training options (names, types), then every merge a run trains with (ranges): the checks
+    are TrainConfig's own (validate), the ones every job applies again."""
+    layers = {"train": config.get("train", {})}
+    layers |= {f"tasks.{name}.train": task.get("train", {}) for name, task in config["tasks"].items()}
+    layers |= {f"methods.{name}.train": entry.get("train", {}) for name, entry in config["methods"].items()}
+    for where, values in layers.items():
+        try:
+            TrainConfig.check_keys(values)
+        except TrainConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+    for name, spec in config["base_models"].items():
+        if spec["source"] == "build":
+            try:  # pretraining reads build.train alone (runs.pretrain_base)
+                TrainConfig.from_dict(spec["build"].get("train", {}))
+            except TrainConfigError as err:
+                raise ConfigError(f"base_models.{name}.build.train: {err}") from None
+    for task in config["grid"]["tasks"]:
+        for method in method_variants(config):
+            if not runs_on(config, base_name(method), task):
+                continue
+            try:
+                train_config(config, method, task)
+            except TrainConfigError as err:  # name the layer that set the value (the last one wins)
+                layers = [(f"methods.{base_name(method)}.sweep.lr", {"lr": 0} if VARIANT in method else {}),
+                          (f"methods.{base_name(method)}.train", config["methods"][base_name(method)].get("train", {})),
+                          (f"tasks.{task}.train", config["tasks"][task].get("train", {})),
+                          ("train", config.get("train", {}))]
+                where = next((f"{name}.{err.key}" if name != layers[0][0] else name
+                              for name, values in layers if err.key in values), f"the default {err.key}")
+                raise ConfigError(f"{where} (in the training options of method {method} on task {task}): "
+                                  f"{err}") from None
+
+
+def model_type(config: dict, model_name: str, hub_cache: str | Path | None = None) -> str | None:
+    """A base model's model_type without loading it: its config.json where that is on disk; None when not
+    knowable offline (a hub model not in the local cache: its job checks instead)."""
+    spec = config["base_models"][model_name]
+    if spec["source"] == "build":
+        return BUILT_MODEL_TYPE
+    if spec["source"] == "hub":
+        found = _hub_file(spec, "config.json", hub_cache)
+        path = Path(found) if found else None
+    else:
+        path = Path(resolve_model_path(spec)) / "config.json"
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConfigError(f"base_models.{model_name}: {path} is not a readable config.json ({err})") from None
+
+
+def check_families(config: dict) -> None:
+    """Methods that attach to named modules need the base model's family in the table (families.py)."""
+    types: dict[str, str | None] = {}
+    for task in config["grid"]["tasks"]:
+        model = config["tasks"][task]["base_model"]
+        if model not in types:
+            types[model] = model_type(config, model)
+        if types[model] is None or types[model] in FAMILIES:
+            continue
+        for method in config["grid"]["methods"]:
+            entry = config["methods"][method]
+            if runs_on(config, method, task) and get_method(entry["method"]).needs_family:
+                free = sorted(n for n, m in METHODS.items() if not m.needs_family)
+                raise ConfigError(
+                    f"methods.{method} ({entry['method']}) on task {task}: base model {model!r} is of the "
+                    f"unsupported model family {types[model]!r}; supported: {', '.join(sorted(FAMILIES))} "
+                    f"(only {', '.join(free)} accept any family)")
+
+
+HF_TRUE = {"1", "ON", "YES", "TRUE"}  # how huggingface_hub reads its boolean variables
+
+
+def check_offline_cache(config: dict, hub_cache: str | Path | None = None,
+                        datasets_cache: str | Path | None = None) -> None:
+    """With HF_HUB_OFFLINE set, every hub model and dataset the grid uses must be in the local cache, or each
+    job would fail after its retries. No network: only the cache folders are read."""
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() not in HF_TRUE:
+        return
+    models = {config["tasks"][t]["base_model"] for t in config["grid"]["tasks"]}
+    tasks = set(config["grid"]["tasks"])
+    for model in models:
+        build = config["base_models"][model].get("build", {})
+        tasks |= {*build.get("pretrain_tasks", []), *build.get("denoise_tasks", [])}
+    missing = [f"base_models.{m} ({config['base_models'][m]['id']})" for m in sorted(models)
+               if config["base_models"][m]["source"] == "hub"
+               and not _hub_file(config["base_models"][m], "config.json", hub_cache)]
+    for task in sorted(tasks):
+        corpus = config["tasks"][task]["corpus"]
+        if corpus["source"] == "hf" and not _dataset_cached(corpus["dataset"], hub_cache, datasets_cache):
+            missing.append(f"tasks.{task}.corpus.dataset ({corpus['dataset']})")
+    if missing:
+        raise ConfigError(f"HF_HUB_OFFLINE is set, and these are not in the local Hugging Face cache: "
+                          f"{'; '.join(missing)}. Download them where the hub is reachable (hf download ...), "
+                          "or unset HF_HUB_OFFLINE")
+
+
+def _hub_file(spec: dict, filename: str, cache_dir: str | Path | None = None) -> str | None:
+    from huggingface_hub import try_to_load_from_cache  # imports no torch
+
+    found = try_to_load_from_cache(spec["id"], filename, cache_dir=cache_dir, revision=spec.get("revision"))
+    return found if isinstance(found, str) else None
+
+
+def _dataset_cached(dataset: str, hub_cache: str | Path | None, datasets_cache: str | Path | None) -> bool:
+    """A hub dataset in the hub cache (a snapshot) or in datasets' own cache; a packaged loader (parquet, json,
+    ...) or a local folder needs no cache."""
+    import importlib.util
+
+    from huggingface_hub import constants
+
+    spec = importlib.util.find_spec("datasets")  # finds the package without importing it
+    loaders = Path(spec.submodule_search_locations[0]) / "packaged_modules" if spec else None
+    if Path(dataset).exists() or (loaders is not None and (loaders / dataset).is_dir()):
+        return True
+    snapshots = Path(hub_cache or constants.HF_HUB_CACHE) / f"datasets--{dataset.replace('/', '--')}" / "snapshots"
+    if snapshots.is_dir() and any(snapshots.iterdir()):
+        return True
+    home = Path(os.environ.get("HF_HOME", Path("~/.cache/huggingface").expanduser()))
+    processed = Path(datasets_cache or os.environ.get("HF_DATASETS_CACHE", home / "datasets"))
+    return (processed / dataset.replace("/", "___")).is_dir()
 
 
 def check_budgets(config: dict) -> None:

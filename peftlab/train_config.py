@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 
 class TrainConfigError(ValueError):
-    """An unknown or ill-typed training hyperparameter."""
+    """An unknown, ill-typed or out-of-range training hyperparameter (`key`: its name)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -29,11 +34,43 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
+        """A checked config: unknown keys, wrong types and out-of-range values raise TrainConfigError."""
+        cls.check_keys(values)
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def check_keys(cls, values: dict) -> None:
+        """Names and types of some options (one layer of a config: its ranges are checked once merged)."""
         known = {f.name: f for f in dataclasses.fields(cls)}
         for key, value in values.items():
             if key not in known:
-                raise TrainConfigError(f"unknown training option {key!r}; known: {', '.join(sorted(known))}")
+                raise TrainConfigError(f"unknown training option {key!r}; known: {', '.join(sorted(known))}", key)
             kind = float if known[key].type == "float" else int
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-                raise TrainConfigError(f"training option {key!r} must be a {kind.__name__}, got {value!r}")
-        return cls(**values)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                    kind is int and (not math.isfinite(value) or value != int(value))):
+                raise TrainConfigError(f"training option {key!r} must be a {kind.__name__}, got {value!r}", key)
+
+    def validate(self) -> None:
+        """Every range a training run relies on, in one place: the workflow's plan-time check and every job
+        call it (through from_dict), so a value that would crash a job or silently not train fails at once."""
+        def need(ok: bool, key: str, rule: str) -> None:
+            if not ok:
+                raise TrainConfigError(f"training option {key!r} must be {rule}, got {getattr(self, key)!r}", key)
+
+        for key in ("lr", "min_lr_ratio", "weight_decay", "beta2", "label_smoothing", "grad_clip"):
+            need(math.isfinite(getattr(self, key)), key, "a finite number")
+        need(self.lr > 0, "lr", "> 0")
+        need(self.batch_size >= 1, "batch_size", ">= 1")
+        need(self.max_steps >= 1, "max_steps", ">= 1 (0 would record a run that never trained)")
+        need(0 <= self.warmup_steps <= self.max_steps, "warmup_steps", f"between 0 and max_steps ({self.max_steps})")
+        need(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "in [0, 1]")
+        need(self.weight_decay >= 0, "weight_decay", ">= 0")
+        need(0 <= self.beta2 < 1, "beta2", "in [0, 1)")
+        need(0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)")
+        need(self.grad_clip >= 0, "grad_clip", ">= 0 (0 disables clipping)")
+        # a run saves a checkpoint at each evaluation: none before max_steps means a kill loses everything
+        need(1 <= self.eval_interval <= self.max_steps, "eval_interval", f"between 1 and max_steps ({self.max_steps})")
+        need(self.patience >= 1, "patience", ">= 1 (0 would stop at the first evaluation, improving or not)")
+        need(self.seed >= 0, "seed", ">= 0")

@@ -11,15 +11,33 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)  # run from a checkout without installing peftlab
 
 from peftlab import grid
+from peftlab.config_io import load_yaml
 from peftlab.methods import make_method_config
 from peftlab.provenance import code_fingerprint, folder_content_hash
 
+# Snakemake reads config files with plain PyYAML, which keeps the last of two equal keys: read them again
+# strictly, so a repeated key fails naming its file and line.
+if workflow.is_main_process:
+    for path in workflow.configfiles:
+        try:
+            load_yaml(path)
+        except ValueError as error:
+            raise WorkflowError(f"config error: {error}") from None
 validate(config, schema="../config/schema.yaml")
 # A cluster job parses the workflow again; the process that planned it has checked the config, and the
 # budget check alone would import torch, transformers and peft in every job (10-25 s each on SLURM).
 if workflow.is_main_process:
     try:
         grid.check_config(config)
+    except ValueError as error:
+        raise WorkflowError(f"config error: {error}") from None
+
+
+# With HF_HUB_OFFLINE set, hub models and datasets must be in the local cache. Checked when jobs are about to
+# start (Snakemake runs onstart after building the DAG, never in a dry run, which needs no model or data).
+onstart:
+    try:
+        grid.check_offline_cache(config)
     except ValueError as error:
         raise WorkflowError(f"config error: {error}") from None
 

@@ -63,7 +63,7 @@ def check_corpus_spec(task: dict) -> None:
         raise DataError(
             f"corpus.columns must map exactly 'source' and 'target' to column names, got {columns!r}"
         )
-    {"l10n": _l10n_plan, "local": _local_files, "hf": _hf_check}[source](task)
+    {"l10n": _l10n_plan, "local": _check_local_content, "hf": _hf_check}[source](task)
 
 
 # --- l10n: localisation data of installed packages ----------------------------------------------------
@@ -141,6 +141,87 @@ def _local_files(task: dict) -> dict[str, tuple[Path, str]]:
             raise DataError(f"local corpus file {path} does not exist")
         files[split] = (path, fmt)
     return files
+
+
+def _check_local_content(task: dict) -> None:
+    """Every local file decodes, has rows and the columns the task reads: the plan fails naming the file and
+    line, not a job with a UnicodeDecodeError or an empty corpus. Streams the files (no pandas, no torch)."""
+    corpus = task["corpus"]
+    if task.get("kind") == "classification":
+        cols = {**CLS_COLUMNS, **(corpus.get("columns") or {})}
+        field, needed = None, [cols[k] for k in ("text", "text_pair", "label") if k in cols]
+    else:
+        field = corpus.get("translation_field")
+        cols = corpus.get("columns") or {"source": task["source_lang"], "target": task["target_lang"]}
+        needed = [cols["source"], cols["target"]]
+        if field or "columns" not in corpus:  # _pair also finds the hub's {"translation": {lang: text}} layout
+            field, lang_keys = field or "translation", [task["source_lang"], task["target_lang"]]
+    for path, fmt in _local_files(task).values():
+        if fmt == "parquet":
+            _check_parquet(path, field, needed, corpus.get("translation_field"))
+            continue
+        rows = 0
+        try:
+            with open(path, encoding="utf-8", newline="") as f:
+                if fmt == "tsv":
+                    header = f.readline().rstrip("\r\n")
+                    if not header:
+                        raise DataError(f"local corpus {path} is empty (a TSV starts with a header row)")
+                    _need_columns(path, 1, header.split("\t"), needed)
+                    rows = sum(1 for line in f if line.strip())
+                for number, line in enumerate(f if fmt == "jsonl" else [], 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(f"local corpus {path}, line {number}: not JSON ({e.msg})") from None
+                    if not isinstance(row, dict):
+                        raise DataError(f"local corpus {path}, line {number}: not a JSON object")
+                    if field and isinstance(row.get(field), dict):
+                        _need_columns(path, number, row[field], lang_keys, f"field {field!r} of ")
+                    elif corpus.get("translation_field"):
+                        _need_columns(path, number, row, [field])
+                    else:
+                        _need_columns(path, number, row, needed)
+                    rows += 1
+        except UnicodeDecodeError:
+            raise DataError(f"local corpus {path}, line {_bad_utf8_line(path)}: not UTF-8 text") from None
+        if not rows:
+            raise DataError(f"local corpus {path} has {'a header and no rows' if fmt == 'tsv' else 'no rows'}")
+
+
+def _bad_utf8_line(path: Path) -> int:
+    """The 1-based line holding a file's first byte that is not UTF-8."""
+    for number, line in enumerate(path.read_bytes().split(b"\n"), 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return number
+    return 0
+
+
+def _need_columns(path: Path, line: int, row: object, needed: list[str], where: str = "") -> None:
+    missing = [c for c in needed if c not in row]
+    if missing:
+        raise DataError(f"local corpus {path}, line {line}: no column {missing} in {where}{sorted(row)}; "
+                        "set corpus.columns (or translation_field)")
+
+
+def _check_parquet(path: Path, field: str | None, needed: list[str], corpus_field: str | None) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid or OSError for a file that is not parquet
+        raise DataError(f"local corpus {path}: not a parquet file ({e})") from None
+    names = meta.schema.to_arrow_schema().names
+    if corpus_field:
+        _need_columns(path, 1, names, [corpus_field])
+    elif not (field and field in names):
+        _need_columns(path, 1, names, needed)
+    if meta.num_rows == 0:
+        raise DataError(f"local corpus {path} has no rows")
 
 
 def _read_rows(path: Path, fmt: str) -> list[dict]:
@@ -302,7 +383,7 @@ def _check_classification(task: dict) -> None:
     if source == "l10n":
         _l10n_categories(task)
     elif source == "local":
-        _local_files(task)
+        _check_local_content(task)
         if zero_shot:
             raise DataError("zero-shot eval_languages need an l10n or hf corpus (local files have one language)")
     else:

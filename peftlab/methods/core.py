@@ -61,7 +61,8 @@ def _apply(model: nn.Module, cfg: MethodConfig) -> nn.Module:
     spec = get_method(cfg.method)
     if not isinstance(cfg, spec.config_cls):
         raise MethodError(f"{cfg.method}: expected a {spec.config_cls.__name__}, got {type(cfg).__name__}")
-    family_of(model)
+    if spec.needs_family:
+        family_of(model)
     if isinstance(model, PeftModel) or _has_wrappers(model):
         raise MethodError("this model already has a method applied; start from a fresh base model")
     model.requires_grad_(False)

@@ -8,10 +8,12 @@ and the *ForConditionalGeneration classes, and for the full-size hub checkpoints
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .registry import MethodError
+
+if TYPE_CHECKING:  # the table is read when a grid is planned, which must not import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -114,5 +116,7 @@ def is_fixed_table(module: nn.Module) -> bool:
 
 def is_norm(module: nn.Module) -> bool:
     """LayerNorm-like modules (nn.LayerNorm, T5LayerNorm, RMSNorm variants)."""
+    from torch import nn
+
     name = type(module).__name__
     return isinstance(module, nn.LayerNorm) or name.endswith("LayerNorm") or name.endswith("RMSNorm")

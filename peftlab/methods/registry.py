@@ -33,6 +33,9 @@ class MethodConfig:
 
     method: ClassVar[str] = ""
     knob: ClassVar[str | None] = None
+    # whether the method needs the family table (families.py): where adapters, LoRA, IA3 attach, or the
+    # family's layout the method was checked on. Methods that train all or nothing accept any family.
+    needs_family: ClassVar[bool] = True
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of the options plus the method name."""
@@ -113,6 +116,10 @@ class MethodSpec:
     @property
     def knob(self) -> str | None:
         return self.config_cls.knob
+
+    @property
+    def needs_family(self) -> bool:
+        return self.config_cls.needs_family
 
     def inject(self, model: nn.Module, cfg: MethodConfig) -> nn.Module:
         """The method-specific part of `apply_method`, on a model whose parameters are already all frozen:

@@ -9,3 +9,4 @@ class BaseMethodConfig(MethodConfig):
     """The un-adapted base model. No options, no size knob; classification models train only their head."""
 
     method: ClassVar[str] = "base"
+    needs_family: ClassVar[bool] = False  # trains nothing (base) or everything (full): no attach points
