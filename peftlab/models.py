@@ -88,7 +88,7 @@ def build_marian(tokenizer: PreTrainedTokenizerBase, *, d_model: int, layers: in
         decoder_ffn_dim=ffn_dim, max_position_embeddings=max_positions, dropout=dropout,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         forced_eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
-        scale_embedding=True, share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
+        scale_embedding=True, share_encoder_decoder_embeddings=True, tie_word_embeddings=True, init_std=d_model**-0.5,
     )
     torch.manual_seed(seed)
     return MarianMTModel(config)
