@@ -64,7 +64,7 @@ def train_tokenizer(texts: Iterable[str], out_dir: Path, *, vocab_size: int, lan
     )
     trained = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
     vocab = [(trained.id_to_piece(i), trained.get_score(i)) for i in range(trained.get_piece_size())]
-    spm = SentencePieceUnigramTokenizer(vocab)
+    spm = SentencePieceUnigramTokenizer(vocab)  # sentencepiece's normaliser, Metaspace pre-tokenizer and decoder
     spm._tokenizer.model = models.Unigram(vocab, unk_id=trained.unk_id(), byte_fallback=False)
     # matched whole before the model and dropped by decode(skip_special_tokens=True); their ids stay as trained
     spm._tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS + tags])
@@ -82,6 +82,9 @@ def train_tokenizer(texts: Iterable[str], out_dir: Path, *, vocab_size: int, lan
 def build_marian(tokenizer: PreTrainedTokenizerBase, *, d_model: int, layers: int, heads: int, ffn_dim: int,
                  max_positions: int = 256, dropout: float = 0.1, seed: int = 0) -> MarianMTModel:
     """A randomly initialised Marian sized for CPU pretraining, sharing one embedding matrix."""
+    # init_std d_model^-0.5, not 0.02: token embeddings scaled by sqrt(d_model) then start as large as the
+    # sinusoidal positions (0.02 suits d_model ~2500; at 32 the tokens were a tenth of the positions and a
+    # short pretraining learned no more than to emit a bare "▁").
     config = MarianConfig(
         vocab_size=len(tokenizer), d_model=d_model, encoder_layers=layers, decoder_layers=layers,
         encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=ffn_dim,
