@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -49,6 +51,16 @@ def translate(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, source
     return hypotheses
 
 
+@contextlib.contextmanager
+def _step(name: str, errors: dict[str, str]) -> Iterator[None]:
+    """Run one optional evaluation step; an exception is logged and kept in errors[name] instead of raised."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - any failure of an optional step is recorded, not fatal
+        log.exception("evaluation step %s failed", name)
+        errors[name] = f"{type(error).__name__}: {error}"
+
+
 def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, corpus_dir: Path, shard_dir: Path,
                  method_dir: Path, method_sha256: dict[str, str], record_path: Path, predictions_path: Path,
                  settings: dict,
@@ -81,15 +93,26 @@ def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, 
                                device=device)
         write_text("\n".join(hypotheses) + "\n", predictions_path)
         metrics = mt_scores(hypotheses, [r["tgt"] for r in test], task["target_lang"])
-        pairs = {name: (Path(corpus), languages_of(model_spec, {"source_lang": src, "target_lang": tgt}))
-                 for name, (corpus, src, tgt) in (pretraining or {}).items()}
-        metrics += retained_quality(model, tokenizer, pairs, settings=settings, device=device,
-                                    max_examples=settings.get("retained_examples"))
         n_examples = len(test)
-    base, _ = load_base(model_path, model_spec, task, num_labels)
-    metrics += representation_drift(base.to(device), model, load_split(shard_dir, "test"),
-                                    pad_id=tokenizer.pad_token_id)
-    record = {"run_id": run_id, "split": "test", "n_examples": n_examples, "status": "ok", "metrics": metrics,
+    # Forgetting comes after the headline scores and may fail on its own (a method whose hidden states cannot be
+    # read, a pretraining corpus gone): the record keeps what was already measured and says which step failed.
+    errors: dict[str, str] = {}
+    if task["kind"] == "translation":
+        with _step("retained_quality", errors):
+            pairs = {name: (Path(corpus), languages_of(model_spec, {"source_lang": src, "target_lang": tgt}))
+                     for name, (corpus, src, tgt) in (pretraining or {}).items()}
+            metrics += retained_quality(model, tokenizer, pairs, settings=settings, device=device,
+                                        max_examples=settings.get("retained_examples"))
+    forgetting = None
+    with _step("representation_drift", errors):
+        base, _ = load_base(model_path, model_spec, task, num_labels)
+        cka = representation_drift(base.to(device), model, load_split(shard_dir, "test"),
+                                   pad_id=tokenizer.pad_token_id)
+        metrics += cka
+        forgetting = {k: cka[0][k] for k in ("comparable", "note") if k in cka[0]}
+    record = {"run_id": run_id, "split": "test", "n_examples": n_examples, "status": "partial" if errors else "ok",
+              "error": "; ".join(f"{step}: {e}" for step, e in errors.items()) if errors else None,
+              "failed_steps": errors or None, "forgetting": forgetting, "metrics": metrics,
               "decoding": {k: settings[k] for k in ("num_beams", "max_new_tokens") if task["kind"] == "translation"},
               "labels": labels, "predictions_path": str(predictions_path), "device": device}
     write_json(record, record_path)

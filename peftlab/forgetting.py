@@ -65,7 +65,45 @@ def _hidden_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tu
         # The encoder alone: what the source side became. Methods live inside its modules, so calling it directly
         # sees them (peft's prefix tuning of seq2seq models prefixes the decoder only).
         return model.get_encoder()(**inputs, output_hidden_states=True).hidden_states
-    return model(**inputs, output_hidden_states=True).hidden_states
+    # The model's own forward (peft's prefix tuning adds its prefix and attention mask there), with the backbone's
+    # hidden states taken by hooks: asking the whole model for them breaks peft's prefix-tuned classifiers, which
+    # hand the backbone's second output (the hidden-state tuple where there is no pooler, as in XLM-R) to the head.
+    backbone = _backbone(model)
+    captured: list[tuple[torch.Tensor, ...]] = []
+
+    def ask(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:  # noqa: ARG001
+        return args, {**kwargs, "output_hidden_states": True, "return_dict": True}
+
+    def take(module: torch.nn.Module, args: tuple, kwargs: dict, output):  # noqa: ARG001
+        captured.append(output.hidden_states)
+        return type(output)(**{k: v for k, v in output.items() if k != "hidden_states"})  # as the caller asked
+
+    hooks = [backbone.register_forward_pre_hook(ask, with_kwargs=True),
+             backbone.register_forward_hook(take, with_kwargs=True)]
+    try:
+        model(**inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if len(captured) != 1:
+        raise ValueError(f"{type(model).__name__}: its backbone ran {len(captured)} times in one forward, expected 1")
+    return captured[0]
+
+
+def _backbone(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformer under the task head (BertModel, XLMRobertaModel, ...), through peft's wrapper if any."""
+    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return hf_model.base_model
+
+
+def position_shift(model: torch.nn.Module) -> int:
+    """How many positions a method moves the input tokens by: peft's prefix tuning passes its prefix as past
+    key/values, so an encoder numbers the input's positions from the prefix length on (0 for other methods and
+    for encoder-decoder models, whose encoder peft does not prefix)."""
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is None or not peft_config.is_prompt_learning or model.config.is_encoder_decoder:
+        return 0
+    return int(peft_config.num_virtual_tokens)
 
 
 @torch.no_grad()
@@ -111,21 +149,35 @@ def _pool(hidden: torch.Tensor, mask: torch.Tensor, pool: str) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
-def cka_rows(values: list[float], *, split: str, pool: str = "token", n_inputs: int | None = None) -> list[dict]:
-    """Run-record rows [{"metric": "cka", "layer": i, "value": ...}] (layer 0 = embeddings)."""
+def cka_rows(values: list[float], *, split: str, pool: str = "token", n_inputs: int | None = None,
+             note: str | None = None) -> list[dict]:
+    """Run-record rows [{"metric": "cka", "layer": i, "value": ...}] (layer 0 = embeddings).
+
+    note: why these values are not comparable with other methods' (then comparable is False), else None.
+    """
     return [{"metric": "cka", "layer": i, "value": round(v, 6), "split": split, "n": n_inputs,
-             "signature": f"cka:linear|pool:{pool}|layer0:embeddings"} for i, v in enumerate(values)]
+             "signature": f"cka:linear|pool:{pool}|layer0:embeddings", "comparable": note is None,
+             **({"note": note} if note else {})} for i, v in enumerate(values)]
 
 
 def representation_drift(base_model: torch.nn.Module, tuned_model: torch.nn.Module, rows: list[dict], *,
                          pad_id: int, batch_size: int = 32, max_rows: int = 256, split: str = "test",
                          pool: str = "token") -> list[dict]:
-    """cka rows for the first max_rows shard rows of a held-out split (both models already on their device)."""
+    """cka rows for the first max_rows shard rows of a held-out split (both models already on their device).
+
+    Rows of a model whose method moves the input's positions (peft's prefix tuning of an encoder) say they are
+    not comparable: its embedding output already differs from the base model's before any training, and
+    every layer above inherits that, so its CKA mixes the method's mechanism with what training changed.
+    """
     from peftlab.data import collate
 
     rows = rows[:max_rows]
     batches = (collate(rows[i:i + batch_size], pad_id) for i in range(0, len(rows), batch_size))
-    return cka_rows(layer_cka(base_model, tuned_model, batches, pool=pool), split=split, pool=pool, n_inputs=len(rows))
+    shift = position_shift(tuned_model)
+    note = (f"prefix tuning moves the input's positions by {shift} (peft passes the prefix as past key/values), "
+            "so even layer 0 differs from the base model's before training") if shift else None
+    values = layer_cka(base_model, tuned_model, batches, pool=pool)
+    return cka_rows(values, split=split, pool=pool, n_inputs=len(rows), note=note)
 
 
 def retained_quality(model: torch.nn.Module, tokenizer: object, pretraining: dict[str, tuple[Path, Languages]], *,

@@ -8,12 +8,13 @@ target-language tags (">>fr<<"), then adapts it to held-out pairs. Cluster studi
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from tokenizers import AddedToken, processors
+from tokenizers import AddedToken, models, processors
 from tokenizers.implementations import SentencePieceUnigramTokenizer
 from transformers import (
     AutoModelForSeq2SeqLM,
@@ -38,16 +39,35 @@ def language_tag(lang: str) -> str:
 
 
 def train_tokenizer(texts: Iterable[str], out_dir: Path, *, vocab_size: int, languages: list[str]) -> None:
-    """Train a joint sentencepiece-style unigram vocabulary and save it as a fast HF tokenizer.
+    """Train a joint sentencepiece unigram vocabulary and save it as a fast HF tokenizer.
 
-    `tokenizers` trains the same unigram model as sentencepiece but yields a fast tokenizer that
-    transformers 5 loads without the slow MarianTokenizer and its two-file vocabulary.
+    sentencepiece trains the pieces; they go into `tokenizers`' unigram pipeline, which transformers 5 loads
+    without the slow MarianTokenizer and its two-file vocabulary. Not `tokenizers`' own UnigramTrainer: it
+    counts words in Rust HashMaps seeded at random per map, so its EM sums and tie orders (the scores' last
+    digits, the order of 535 of 600 pieces) changed from run to run, and with them shards and MT results.
+    sentencepiece reads the sentences in input order and sums on a fixed number of threads.
     """
+    import sentencepiece
+
     tags = [language_tag(lang) for lang in sorted(set(languages))]
-    spm = SentencePieceUnigramTokenizer()
-    spm.train_from_iterator(
-        texts, vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS + tags, unk_token="<unk>", show_progress=False
+    model = io.BytesIO()
+    sentencepiece.set_random_generator_seed(0)  # only sampling uses it; all sentences are read (no sampling)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, model_type="unigram", vocab_size=vocab_size,
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
+        user_defined_symbols=tags, character_coverage=1.0, input_sentence_size=0, shuffle_input_sentence=False,
+        # The E-step merges per-thread sums in thread order: the vocabulary depends on the thread count,
+        # never on scheduling, so the count is a constant rather than the machine's cores.
+        num_threads=1,
+        # A corpus too small for the vocabulary gets fewer pieces (as `tokenizers` did) instead of an abort.
+        hard_vocab_limit=False, minloglevel=2,
     )
+    trained = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+    vocab = [(trained.id_to_piece(i), trained.get_score(i)) for i in range(trained.get_piece_size())]
+    spm = SentencePieceUnigramTokenizer(vocab)  # sentencepiece's normaliser, Metaspace pre-tokenizer and decoder
+    spm._tokenizer.model = models.Unigram(vocab, unk_id=trained.unk_id(), byte_fallback=False)
+    # matched whole before the model and dropped by decode(skip_special_tokens=True); their ids stay as trained
+    spm._tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS + tags])
     eos_id = spm.token_to_id("</s>")
     # Marian appends </s> to every source and target sequence.
     spm._tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", eos_id)])
@@ -62,13 +82,16 @@ def train_tokenizer(texts: Iterable[str], out_dir: Path, *, vocab_size: int, lan
 def build_marian(tokenizer: PreTrainedTokenizerBase, *, d_model: int, layers: int, heads: int, ffn_dim: int,
                  max_positions: int = 256, dropout: float = 0.1, seed: int = 0) -> MarianMTModel:
     """A randomly initialised Marian sized for CPU pretraining, sharing one embedding matrix."""
+    # init_std d_model^-0.5, not 0.02: token embeddings scaled by sqrt(d_model) then start as large as the
+    # sinusoidal positions (0.02 suits d_model ~2500; at 32 the tokens were a tenth of the positions and a
+    # short pretraining learned no more than to emit a bare "▁").
     config = MarianConfig(
         vocab_size=len(tokenizer), d_model=d_model, encoder_layers=layers, decoder_layers=layers,
         encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=ffn_dim,
         decoder_ffn_dim=ffn_dim, max_position_embeddings=max_positions, dropout=dropout,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         forced_eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
-        scale_embedding=True, share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
+        scale_embedding=True, share_encoder_decoder_embeddings=True, tie_word_embeddings=True, init_std=d_model**-0.5,
     )
     torch.manual_seed(seed)
     return MarianMTModel(config)

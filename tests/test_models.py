@@ -57,3 +57,20 @@ def test_mt_scores_carry_signatures_and_rank_sensibly():
     assert worse["chrf"]["value"] < perfect["chrf"]["value"]
     assert perfect["bleu"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
     assert "chrF" not in perfect["chrf"]["signature"] and "nc:6|nw:0" in perfect["chrf"]["signature"]
+
+
+def test_the_vocabulary_is_the_same_in_every_build(tmp_path):
+    # Issue 13: `tokenizers`' UnigramTrainer ordered its sums by randomly seeded hash maps, so two builds
+    # from one corpus differed in scores and piece order (and so did shards and MT results downstream).
+    import hashlib
+
+    words = [f"{a}{b}" for a in ("Datei", "Fenster", "fichier", "окно", "Save", "window") for b in ("", "n", "s", "er")]
+    corpus = [" ".join(words[i:] + words[:i]) for i in range(len(words))] + TEXT
+
+    def build(name: str) -> dict[str, str]:
+        train_tokenizer(iter(corpus), tmp_path / name, vocab_size=150, languages=["fr", "de", "en"])
+        return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted((tmp_path / name).iterdir())}
+
+    first = build("a")
+    assert "tokenizer.json" in first
+    assert build("b") == first

@@ -460,3 +460,31 @@ def test_paired_significance_against_full(tmp_path: Path, monkeypatch: pytest.Mo
     assert tested[-1] == ["s/en-de/full/none/seed0", "s/en-de/twin/none/seed0"]  # only the changed run
     got = query(db_path, "SELECT * FROM mt_significance WHERE metric = 'chrf'").set_index("run_id")
     assert got.score["s/en-de/twin/none/seed0"] == pytest.approx(bad.score)
+
+
+def test_forgetting_view_flags_cka_that_is_not_comparable_and_partial_evaluations_load(tmp_path: Path) -> None:
+    dirs = [write_run(tmp_path, "s", "en-de", m, "0.01", 0, family=m, method_config={}) for m in ("lora", "prefix")]
+    note = "prefix tuning moves the input's positions by 4"
+    prefix_eval = dirs[1] / "eval.json"
+    record = json.loads(prefix_eval.read_text())
+    for m in record["metrics"]:
+        if m["metric"] == "cka":
+            m.update(comparable=False, note=note)
+    record.update(status="partial", error="retained_quality: FileNotFoundError: gone",
+                  failed_steps={"retained_quality": "FileNotFoundError: gone"})
+    prefix_eval.write_text(json.dumps(record))
+    aggregate(dirs, tmp_path / "results.duckdb")
+    cka = {d.parts[-3]: [m["value"] for m in json.loads((d / "eval.json").read_text())["metrics"]
+                         if m["metric"] == "cka"] for d in dirs}
+    got = query(tmp_path / "results.duckdb", "SELECT * FROM forgetting ORDER BY method").set_index("method")
+    assert got.loc["lora", "comparable"] and pd.isna(got.loc["lora", "note"])
+    assert not got.loc["prefix", "comparable"] and got.loc["prefix", "note"] == note
+    for method, values in cka.items():
+        assert got.loc[method, "cka_mean"] == pytest.approx(sum(values) / len(values))
+        assert got.loc[method, "cka_min"] == pytest.approx(min(values))
+    means = query(tmp_path / "results.duckdb", "SELECT method, value FROM run_metrics WHERE metric = 'cka_mean'")
+    assert list(means.method) == ["lora"]
+    runs = query(tmp_path / "results.duckdb", "SELECT method, eval_status, eval_error FROM runs ORDER BY method")
+    assert list(runs.eval_status) == ["ok", "partial"] and runs.eval_error[1].startswith("retained_quality")
+    chrf = query(tmp_path / "results.duckdb", "SELECT method FROM run_metrics WHERE metric = 'chrf' ORDER BY 1")
+    assert list(chrf.method) == ["lora", "prefix"]  # a partial evaluation's scores still count

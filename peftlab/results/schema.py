@@ -46,7 +46,8 @@ TABLES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ("device", "VARCHAR", "training device"),
         ("started_at", "TIMESTAMP", "training start, UTC"),
         ("finished_at", "TIMESTAMP", "training end, UTC"),
-        ("eval_status", "VARCHAR", "status in eval.json; NULL when the file is missing"),
+        ("eval_status", "VARCHAR", "status in eval.json: ok | partial (a forgetting step failed: eval_error; the "
+                                 "scores before it are kept) | failed | skipped; NULL when the file is missing"),
         ("eval_error", "VARCHAR", "error in eval.json, if any"),
         ("eval_info", "JSON", "other keys of eval.json: decoding settings, device, hypotheses_path, ..."),
         ("bench_status", "VARCHAR", "status in bench.json; NULL when the file is missing"),
@@ -356,7 +357,8 @@ WITH ok AS (
     SELECT o.run_id, o.study, o.task, o.method, o.budget, o.seed, o.dev_rank, 'cka_mean' AS metric,
         NULL::VARCHAR AS subset, NULL::VARCHAR AS detector, avg(e.value) AS value
     FROM ok o JOIN evaluations e USING (run_id)
-    WHERE e.metric = 'cka' AND e.layer IS NOT NULL
+    -- a method that moves the input's positions (prefix tuning) changes layer 0 before training: not comparable
+    WHERE e.metric = 'cka' AND e.layer IS NOT NULL AND coalesce(e.extra->>'comparable', 'true') = 'true'
     GROUP BY ALL
 ), run_level AS (
     UNPIVOT (
@@ -557,6 +559,20 @@ GROUP BY ALL
 ORDER BY ALL
 """
 
+# Per run, what adaptation moved: mean and lowest per-layer CKA to the base model, and whether the CKA can be
+# compared with other methods' (comparable: false with the reason where a method changes layer 0 by its very
+# mechanism, e.g. prefix tuning shifting positions). Retained quality is in run_metrics (subset = pretraining pair).
+_FORGETTING = """
+SELECT r.run_id, r.study, r.task, r.method, r.budget, r.seed,
+    avg(e.value) AS cka_mean, min(e.value) AS cka_min, count(*) AS n_layers,
+    bool_and(coalesce(e.extra->>'comparable', 'true') = 'true') AS comparable,
+    any_value(e.extra->>'note') AS note
+FROM evaluations e JOIN runs r USING (run_id)
+WHERE r.status = 'ok' AND e.metric = 'cka' AND e.layer IS NOT NULL
+GROUP BY ALL
+ORDER BY ALL
+"""
+
 # name -> (comment, SQL); created in this order, so a view may use the ones above it.
 VIEWS: dict[str, tuple[str, str]] = {
     "run_summary": ("One row per run: test BLEU/chrF/TER/accuracy/macro-F1, the task's quality metric "
@@ -575,7 +591,10 @@ VIEWS: dict[str, tuple[str, str]] = {
     "seed_spread": ("Per (study, task, method, budget, split, metric, detector, layer, subset): mean, "
                     "std, min, max over seeds.", _SEED_SPREAD),
     "run_metrics": ("Every measurement of every ok run, long format (run_id, metric, subset, detector, "
-                    "value): test metrics, <metric>_vs_full, cka_mean, training cost and latency.", _RUN_METRICS),
+                    "value): test metrics, <metric>_vs_full, cka_mean (comparable runs only, see forgetting), training "
+                    "cost and latency.", _RUN_METRICS),
+    "forgetting": ("Per run: mean and lowest per-layer CKA to the base model, and whether it is comparable with "
+                   "other methods' (note: why not; run_metrics' cka_mean leaves those runs out).", _FORGETTING),
     "reproduction": ("Per paper claim (paper_claims): the study's measured figure beside the paper's, and "
                      "whether it agrees, disagrees or is not measured yet.", _REPRODUCTION),
     "quality_by_distance": ("Per (study, language-pair distance, method, budget): quality and delta to full "

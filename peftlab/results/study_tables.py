@@ -56,7 +56,9 @@ def paired_significance(db_path: Path | str, study: str, test_sets: dict[str, Pa
             "SELECT run_id, task, seed, method, eval_info->>'predictions_path' AS predictions, "
             "(SELECT any_value(target_lang) FROM study_tasks t WHERE t.study = r.study "
             " AND t.task = split_part(r.task, '~', 1)) AS target_lang "
-            "FROM runs r WHERE study = ? AND task_kind = 'translation' AND status = 'ok' AND eval_status = 'ok' "
+            "FROM runs r WHERE study = ? AND task_kind = 'translation' AND status = 'ok' "
+            # partial: a forgetting step failed after the hypotheses were written and scored
+            "AND eval_status IN ('ok', 'partial') "
             "ORDER BY run_id", [study]).df()
         previous = con.execute("SELECT * FROM mt_significance WHERE study = ?", [study]).df()
     finally:
