@@ -12,6 +12,10 @@ import json
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,6 +135,58 @@ def test_a_deleted_database_is_rebuilt_by_a_plain_run(study):
         before = con.execute("SELECT count(*) FROM runs").fetchall()
     database.unlink()
     snakemake(study)
+    with duckdb.connect(str(database), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchall() == before
+    assert "Nothing to be done" in snakemake(study, "-n").stdout
+
+
+def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config/test.yaml",
+                             *args], cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"snakemake ended before {path} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.2)
+
+
+def test_a_forced_rerun_stopped_by_sigterm_converges_on_a_plain_run(study):
+    """The README's retry (--forcerun <run>/train.json) interrupted: a plain run redoes what the retry left
+    undone, and the run's evaluation and benchmark are never older than its training."""
+    run = study / "results/test/runs/en-de/lora/0.02/seed0"
+    log = study / "logs/test/train/en-de/lora/0.02/seed0.log"
+    log.unlink(missing_ok=True)
+    proc = start_snakemake(study, "--forcerun", str(run.relative_to(study) / "train.json"))
+    wait_for(log, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=300)
+    snakemake(study)
+    assert "Nothing to be done" in snakemake(study, "-n").stdout
+    trained = (run / "train.json").stat().st_mtime
+    assert (run / "eval.json").stat().st_mtime >= trained and (run / "bench.json").stat().st_mtime >= trained
+
+
+def test_a_study_killed_during_aggregation_recovers_with_unlock_and_a_plain_run(study):
+    """kill -9 leaves Snakemake's lock and an incomplete marker: the documented recovery is --unlock, then the
+    same command with --rerun-incomplete (the profiles set it), and the database ends up whole."""
+    import duckdb
+
+    database = study / "results" / "results.duckdb"
+    with duckdb.connect(str(database), read_only=True) as con:
+        before = con.execute("SELECT count(*) FROM runs").fetchall()
+    (study / "results/test/aggregate.json").unlink()
+    log = study / "logs/test/aggregate.log"
+    log.unlink(missing_ok=True)
+    proc = start_snakemake(study)
+    wait_for(log, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    snakemake(study, "--unlock")
+    snakemake(study, "--rerun-incomplete")
     with duckdb.connect(str(database), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM runs").fetchall() == before
     assert "Nothing to be done" in snakemake(study, "-n").stdout
