@@ -19,6 +19,8 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 from torch import nn
 
+from peftlab.atomic import follow_umask, replace_dir
+
 from .families import HEAD_NAMES, family_of, is_fixed_table
 from .registry import MethodConfig, MethodError, get_method, make_method_config
 from .wrapping import MethodLayer
@@ -185,6 +187,7 @@ def save_method(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike)
     (out / (CONFIG_NAME + ".tmp")).write_text(json.dumps(config, sort_keys=True, indent=2) + "\n")
     checksums = {name: hashlib.sha256((out / (name + ".tmp")).read_bytes()).hexdigest() for name in METHOD_FILES}
     for name in METHOD_FILES:
+        follow_umask(out / (name + ".tmp"))  # safetensors writes 0600
         os.replace(out / (name + ".tmp"), out / name)
     return checksums | save_peft_format(model, cfg, out / PEFT_DIR)
 
@@ -200,8 +203,6 @@ def save_peft_format(model: nn.Module, cfg: MethodConfig, out_dir: str | os.Path
     if cfg.method not in PEFT_METHODS:
         return {}
     from peft import TaskType
-
-    from peftlab.atomic import replace_dir
 
     out = Path(out_dir)
     tmp = out.with_name(out.name + ".tmp")
@@ -224,6 +225,7 @@ def save_peft_format(model: nn.Module, cfg: MethodConfig, out_dir: str | os.Path
         config.save_pretrained(tmp)
         save_file(state, tmp / PEFT_FILES[1], metadata={"format": "pt"})
     checksums = {f"{PEFT_DIR}/{name}": hashlib.sha256((tmp / name).read_bytes()).hexdigest() for name in PEFT_FILES}
+    follow_umask(tmp)
     replace_dir(tmp, out)
     return checksums
 
