@@ -155,7 +155,7 @@ def benchmark_generation(variants: list[Variant], base: torch.nn.Module, tokeniz
                          sources: list[str], *, batch_sizes: list[int], warmup: int = 2, repeats: int = 5,
                          new_tokens: int = 16, languages: Languages = NO_LANGUAGES, device: str = "cpu") -> list[dict]:
     """Greedy generation of exactly `new_tokens` tokens for the first `batch_size` test sources, with the
-    language codes and prefix evaluation uses (evaluate.translate)."""
+    language codes and prefix evaluation uses (peftlab.translate.translate)."""
     forced_bos = configure_tokenizer(tokenizer, languages)
     codes = {"forced_bos_token_id": forced_bos} if forced_bos is not None else {}
     batches = {bs: dict(tokenizer([languages.prefix + s for s in (sources * bs)[:bs]], return_tensors="pt",

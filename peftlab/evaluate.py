@@ -1,4 +1,4 @@
-"""Evaluation: beam-search translation of a test set and sacrebleu scores that carry their signatures."""
+"""Evaluation: a trained run's test-set scores (translation or classification) and what it forgot, in eval.json."""
 
 from __future__ import annotations
 
@@ -7,48 +7,17 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-from transformers import PreTrainedTokenizerBase
-
 from peftlab.atomic import write_json, write_text
 from peftlab.classify import MAX_FIT_ROWS, evaluate_classifier
 from peftlab.data import load_split
 from peftlab.data.shards import subset_rows
 from peftlab.forgetting import representation_drift, retained_quality
-from peftlab.languages import NO_LANGUAGES, Languages, configure_tokenizer, languages_of
+from peftlab.languages import languages_of
 from peftlab.models import default_device, load_base, load_trained, read_jsonl, shard_labels
 from peftlab.scoring import mt_scores
+from peftlab.translate import translate
 
 log = logging.getLogger(__name__)
-
-
-@torch.no_grad()
-def translate(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, sources: list[str], *,
-              languages: Languages = NO_LANGUAGES,
-              num_beams: int = 4, batch_size: int = 32, max_new_tokens: int = 64, device: str = "cpu") -> list[str]:
-    """Translate in length-sorted batches (less padding) and return hypotheses in the input order.
-
-    `languages` is the direction as the shards were built with it: the source prefix, the tokenizer's language
-    codes, and the target code forced as the first generated token (mBART-50, NLLB, M2M100)."""
-    forced_bos = configure_tokenizer(tokenizer, languages)
-    codes = {"forced_bos_token_id": forced_bos} if forced_bos is not None else {}
-    model.to(device).eval()
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    hypotheses: list[str] = [""] * len(sources)
-    for start in range(0, len(order), batch_size):
-        ids = order[start:start + batch_size]
-        batch = tokenizer([languages.prefix + sources[i] for i in ids], return_tensors="pt", padding=True,
-                          truncation=True, max_length=256).to(device)
-        out = model.generate(**batch, **codes, num_beams=num_beams, max_new_tokens=max_new_tokens, do_sample=False)
-        if forced_bos is not None:
-            # Drop the decoder start and the forced code: transformers 5.23's M2M100Tokenizer keeps "__de__" in
-            # text decoded with skip_special_tokens.
-            if not bool((out[:, 1] == forced_bos).all()):
-                raise RuntimeError(f"generation did not start with the target code (id {forced_bos})")
-            out = out[:, 2:]
-        for i, text in zip(ids, tokenizer.batch_decode(out, skip_special_tokens=True), strict=True):
-            hypotheses[i] = text.strip()
-    return hypotheses
 
 
 @contextlib.contextmanager

@@ -187,9 +187,9 @@ def retained_quality(model: torch.nn.Module, tokenizer: object, pretraining: dic
     pretraining: task name -> (corpus dir, the pair's Languages on this model). Rows carry subset=<task name>;
     compare with the base run's rows for the same subsets.
     """
-    from peftlab.evaluate import translate
     from peftlab.models import read_jsonl
     from peftlab.scoring import mt_scores
+    from peftlab.translate import translate
 
     rows = []
     for name, (corpus_dir, languages) in pretraining.items():

@@ -10,13 +10,12 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from peftlab.atomic import replace_dir, write_json
+from peftlab.atomic import follow_umask, make_temp_dir, replace_dir, write_json
 from peftlab.data import load_split
 from peftlab.data.shards import subset_rows
 from peftlab.methods import (
@@ -78,11 +77,12 @@ def pretrain_base(build: dict, tokenizer_dir: Path, shard_dirs: list[Path], out_
     result = train(model, train_rows, dev[: build.get("dev_examples", 300)], cfg,
                    pad_id=tokenizer.pad_token_id, checkpoint_dir=checkpoint_dir, log_path=log_path, device=device,
                    run_key=json.dumps(build, sort_keys=True))
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".tmp-"))
+    tmp = make_temp_dir(out_dir.parent)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     record = {"build": build, "versions": package_versions(), "device": device, **result}
     write_json(record, tmp / "pretrain.json")
+    follow_umask(tmp)
     replace_dir(tmp, out_dir)
     return record
 
@@ -142,6 +142,9 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
         "budget_target": None if run["budget"] == "none" else float(run["budget"]),
         "status": "ok", "error": None, "log_path": str(log_path) if log_path else None,
         "base_model": run["base_model"], "base_model_id": model_identity(model_path, model_spec),
+        # what peftlab.load_run needs to rebuild the model outside the workflow
+        "base_model_spec": model_spec, "base_model_path": _recorded_path(model_path, model_spec),
+        "task_config": task, "labels": labels,
         "method_config": json.loads((method_dir / "method_config.json").read_text()),
         "method_sha256": method_sha256,  # evaluate and benchmark refuse method files that differ
         "train_config": {**run["train"], "seed": run["seed"]},
@@ -155,19 +158,28 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
     return record
 
 
+def _recorded_path(model_path: str, model_spec: dict) -> str:
+    """A local or built base model's folder as an absolute path, so load_run finds it from any working folder."""
+    return model_path if model_spec["source"] == "hub" else str(Path(model_path).resolve())
+
+
 def adopt_shared_training(shared_record: Path, shared_method_dir: Path, run: dict, *, record_path: Path,
-                          method_dir: Path) -> dict:
+                          method_dir: Path, task: dict | None = None) -> dict:
     """One task's view of a multi-task run: the shared model's weights, the shared record under this run's identity.
 
     The model was trained once on the union of the tasks; each task's run directory holds a copy so
-    that evaluation and benchmarking treat it like any other run.
+    that evaluation and benchmarking treat it like any other run. `task` (this task's config entry) replaces
+    the shared record's, so load_run translates this task's direction.
     """
     record = json.loads(Path(shared_record).read_text())
-    tmp = Path(tempfile.mkdtemp(dir=Path(method_dir).parent, prefix=".tmp-"))
+    tmp = make_temp_dir(Path(method_dir).parent)
     shutil.copytree(shared_method_dir, tmp, dirs_exist_ok=True)
     read_method_files(tmp, record.get("method_sha256") or {})  # the copy is the shared run's, bit for bit
+    follow_umask(tmp)  # copytree copies the shared files' modes
     replace_dir(tmp, Path(method_dir))
     identity = {k: run[k] for k in ("run_id", "study", "task", "method", "budget", "seed", "code_fingerprint")}
     record = {**record, **identity, "multitask_run": record["run_id"], "multitask_tasks": record.get("tasks")}
+    if task is not None:
+        record["task_config"] = task
     write_json(record, record_path)
     return record

@@ -17,7 +17,6 @@ from transformers.models.nllb import tokenization_nllb
 
 from peftlab import grid
 from peftlab.data import build_shards, load_split, prepare_corpus
-from peftlab.evaluate import translate
 from peftlab.languages import (
     M2M100_CODES,
     MBART50_CODES,
@@ -31,6 +30,7 @@ from peftlab.languages import (
 )
 from peftlab.models import load_base, load_tokenizer
 from peftlab.scoring import mt_scores
+from peftlab.translate import translate
 
 TASK = {"kind": "translation", "source_lang": "en", "target_lang": "ja", "dev_size": 5, "test_size": 5,
         "split_seed": 0}

@@ -21,7 +21,8 @@ else:
     with failure_recorded(Path(sm.output.record), identity, Path(sm.log[0]), checkpoint_dir=checkpoints):
         if sm.input.shared:  # a multi-task method: this task adopts the model trained on all tasks
             adopt_shared_training(Path(sm.input.shared[0]), Path(sm.input.shared[0]).parent / "method", run,
-                                  record_path=Path(sm.output.record), method_dir=Path(sm.output.method_dir))
+                                  record_path=Path(sm.output.record), method_dir=Path(sm.output.method_dir),
+                                  task=sm.params.task)
         else:
             shard_dirs = [Path(s).parent for s in sm.input.shards]
             manifests = [json.loads((d / "manifest.json").read_text())["corpus_sha256"] for d in shard_dirs]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,8 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 from torch import nn
 
+from peftlab.atomic import follow_umask, replace_dir
+
 from .families import HEAD_NAMES, family_of, is_fixed_table
 from .registry import MethodConfig, MethodError, get_method, make_method_config
 from .wrapping import MethodLayer
@@ -24,6 +28,12 @@ from .wrapping import MethodLayer
 WEIGHTS_NAME = "method.safetensors"
 CONFIG_NAME = "method_config.json"
 METHOD_FILES = (WEIGHTS_NAME, CONFIG_NAME)
+# The methods that are peft tuners end to end are also saved in peft's own format, in <method dir>/peft, so
+# PeftModel.from_pretrained(base, <method dir>/peft) loads them without peftlab. SparseAdapter builds on LoRA
+# layers but its masks have no peft equivalent: ours only.
+PEFT_DIR = "peft"
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+PEFT_METHODS = frozenset({"lora", "ia3", "prefix"})
 
 
 def apply_method(model: nn.Module, cfg: MethodConfig,
@@ -162,7 +172,10 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_method(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike) -> dict[str, str]:
     """Write out_dir/method.safetensors (trainable tensors only) and out_dir/method_config.json; return
-    {file name: sha256} of both, for the run record: load_method refuses files that no longer match."""
+    {file name: sha256} of both, for the run record: load_method refuses files that no longer match.
+
+    LoRA, IA3 and prefix tuning are also written in peft's format to out_dir/peft (save_peft_format); their
+    sha256s are returned too, as "peft/adapter_config.json" and "peft/adapter_model.safetensors"."""
     from peftlab import __version__
 
     out = Path(out_dir)
@@ -174,7 +187,46 @@ def save_method(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike)
     (out / (CONFIG_NAME + ".tmp")).write_text(json.dumps(config, sort_keys=True, indent=2) + "\n")
     checksums = {name: hashlib.sha256((out / (name + ".tmp")).read_bytes()).hexdigest() for name in METHOD_FILES}
     for name in METHOD_FILES:
+        follow_umask(out / (name + ".tmp"))  # safetensors writes 0600
         os.replace(out / (name + ".tmp"), out / name)
+    return checksums | save_peft_format(model, cfg, out / PEFT_DIR)
+
+
+def save_peft_format(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike) -> dict[str, str]:
+    """Save a LoRA / IA3 / prefix model as peft's PeftModel.save_pretrained does (adapter_config.json,
+    adapter_model.safetensors), so that PeftModel.from_pretrained(fresh_base, out_dir) rebuilds it; a
+    classifier's head is saved as modules_to_save. Returns {"peft/<file>": sha256}; {} for other methods.
+
+    LoRA and IA3 are injected into the model itself (inject_adapter_in_model: no PeftModel to call
+    save_pretrained on), so their file is written here under peft's key convention: "base_model.model." +
+    parameter name without the adapter name, the head's parameters under their own names."""
+    if cfg.method not in PEFT_METHODS:
+        return {}
+    from peft import TaskType
+
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    if isinstance(model, PeftModel):  # prefix tuning: peft's own wrapper saves itself
+        model.save_pretrained(tmp)
+        (tmp / "README.md").unlink(missing_ok=True)  # a generated model card: not part of the method
+    else:
+        config = copy.deepcopy(model.peft_config["default"])
+        heads = [name for name in HEAD_NAMES if isinstance(getattr(model, name, None), nn.Module)]
+        if heads:
+            config.task_type, config.modules_to_save = TaskType.SEQ_CLS, heads
+        elif model.config.is_encoder_decoder:
+            config.task_type = TaskType.SEQ_2_SEQ_LM
+        config.inference_mode = True
+        config.base_model_name_or_path = getattr(model.config, "_name_or_path", None) or None
+        state = {"base_model.model." + name.replace(".default", ""): p.contiguous().cpu()
+                 for name, p in trainable_state_dict(model).items()}
+        config.save_pretrained(tmp)
+        save_file(state, tmp / PEFT_FILES[1], metadata={"format": "pt"})
+    checksums = {f"{PEFT_DIR}/{name}": hashlib.sha256((tmp / name).read_bytes()).hexdigest() for name in PEFT_FILES}
+    follow_umask(tmp)
+    replace_dir(tmp, out)
     return checksums
 
 
