@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peftlab.data import check_corpus_spec
-from peftlab.methods import METHODS, get_method, make_method_config
+from peftlab.methods import DEFAULT_BUDGET_TOLERANCE, METHODS, BudgetError, get_method, make_method_config
 from peftlab.model_source import ModelError, resolve_model_path
 from peftlab.train_config import TrainConfig
 
@@ -85,6 +85,11 @@ def method_budgets(config: dict, method: str) -> list[str]:
     if get_method(entry["method"]).knob is None:
         return [NO_BUDGET]
     return [format_budget(b) for b in entry.get("budgets", config["grid"]["budgets"])]
+
+
+def budget_tolerance(config: dict, method: str) -> float:
+    """The largest relative miss of a budget that a method entry accepts (its `budget_tolerance`, else 10%)."""
+    return config["methods"][base_name(method)].get("budget_tolerance", DEFAULT_BUDGET_TOLERANCE)
 
 
 def runs_on(config: dict, method: str, task: str) -> bool:
@@ -175,6 +180,9 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"methods.{name}: unknown method {entry['method']!r}; registered: "
                               f"{', '.join(sorted(METHODS))}")
         make_method_config(entry["method"], entry.get("options", {}))
+        if "budget_tolerance" in entry and get_method(entry["method"]).knob is None:
+            raise ConfigError(f"methods.{name}: budget_tolerance is for methods with a size knob; "
+                              f"{entry['method']!r} has none")
         train_config(config, name)
         if entry.get("multitask") and any(config["tasks"][t].get("train_sizes") for t in config["grid"]["tasks"]):
             raise ConfigError(f"methods.{name}: a multitask method cannot be combined with train_sizes "
@@ -201,7 +209,8 @@ def check_config(config: dict) -> None:
 
 
 def check_budgets(config: dict) -> None:
-    """Solve every (model, method, budget) once at DAG time, so an unreachable budget fails now."""
+    """Solve every (model, method, budget) once at DAG time, so a budget that is unreachable, or reachable only
+    further off than the entry's budget_tolerance, fails now (the train job solves it again the same way)."""
     seen = set()
     for task in config["grid"]["tasks"]:
         model_name, kind = config["tasks"][task]["base_model"], config["tasks"][task]["kind"]
@@ -221,7 +230,11 @@ def check_budgets(config: dict) -> None:
                     break
                 from peftlab.methods import solve_budget  # torch: only once some architecture is known
 
-                solve_budget(model, entry["method"], entry.get("options", {}), float(budget))
+                try:
+                    solve_budget(model, entry["method"], entry.get("options", {}), float(budget),
+                                 budget_tolerance(config, method))
+                except BudgetError as err:
+                    raise ConfigError(f"methods.{method} on base model {model_name} (task {task}): {err}") from None
 
 
 def run_key(*parts: object) -> str:

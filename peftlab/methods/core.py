@@ -130,13 +130,16 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_method(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike) -> None:
-    """Write out_dir/method.safetensors (trainable tensors only) and out_dir/method_config.json."""
+    """Write out_dir/method.safetensors (trainable tensors only) and out_dir/method_config.json (the resolved
+    options, plus cfg.derived() under "derived")."""
     from peftlab import __version__
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous().cpu() for k, v in (trainable_state_dict(model) | _mask_buffers(model)).items()}
     config = cfg.to_dict() | {"peftlab_version": __version__}
+    if cfg.derived():
+        config["derived"] = cfg.derived()
     # write then rename, so a reader never sees a half-written file
     save_file(state, out / (WEIGHTS_NAME + ".tmp"), metadata={"method": cfg.method})
     (out / (CONFIG_NAME + ".tmp")).write_text(json.dumps(config, sort_keys=True, indent=2) + "\n")
@@ -152,7 +155,12 @@ def load_method(base_model: nn.Module, out_dir: str | os.PathLike) -> nn.Module:
     if name is None:
         raise MethodError(f"{out / CONFIG_NAME} has no 'method' key")
     options.pop("peftlab_version", None)
-    model = apply_method(base_model, make_method_config(name, options))
+    derived = options.pop("derived", None)
+    cfg = make_method_config(name, options)
+    if derived is not None and derived != cfg.derived():
+        # the code now derives other values from the same options (e.g. LoRA's scale): not the model that trained
+        raise MethodError(f"{out / CONFIG_NAME}: saved derived values {derived} != {cfg.derived()} computed now")
+    model = apply_method(base_model, cfg)
     state = load_file(out / WEIGHTS_NAME)
     masks = _mask_buffers(model)
     params = dict(model.named_parameters()) | masks
