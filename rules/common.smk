@@ -11,6 +11,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)  # run from a checkout without installing peftlab
 
 from peftlab import grid
+from peftlab.methods import make_method_config
 from peftlab.provenance import code_fingerprint
 
 validate(config, schema="../config/schema.yaml")
@@ -67,12 +68,17 @@ def method_entry(method):
     return config["methods"][grid.base_name(method)]
 
 
+@functools.cache
 def method_code(method):
     """A method's own package plus the registry and shared modules beside it (sorted: a cache key)."""
     methods = Path(workflow.basedir, "peftlab/methods")
-    name = method_entry(method)["method"]
+    entry = method_entry(method)
+    # SparseAdapter (the only config with a `base`) runs its base method's code, e.g. LoRA's scaling: a change
+    # there reruns it too
+    cfg = make_method_config(entry["method"], entry.get("options", {}))
+    names = sorted({entry["method"], getattr(cfg, "base", entry["method"])})
     shared = sorted(methods.glob("*.py"))
-    return (*shared, methods / name) if (methods / name).exists() else tuple(shared)
+    return (*shared, *[methods / n for n in names if (methods / n).exists()])
 
 
 def task_model(task):
