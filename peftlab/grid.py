@@ -150,9 +150,26 @@ def architecture_on_meta(config: dict, model_name: str, kind: str) -> torch.nn.M
         except OSError:
             return None  # a hub model not in the local cache: the train job checks the budget instead
     with torch.device("meta"):
-        if kind == "translation":
-            return AutoModelForSeq2SeqLM.from_config(arch)
-        return AutoModelForSequenceClassification.from_config(arch)
+        auto = AutoModelForSeq2SeqLM if kind == "translation" else AutoModelForSequenceClassification
+        model = auto.from_config(arch)
+    if spec["source"] != "build" and _config_json(spec).get("tie_word_embeddings") is False:
+        from peftlab.methods.core import untie_output_layer
+
+        untie_output_layer(model)  # (m)T5: the checkpoint has its own lm_head, as the train job will load it
+    return model
+
+
+def _config_json(spec: dict) -> dict:
+    """A local, package or cached hub model's config.json as written (AutoConfig overrides some keys)."""
+    import json
+
+    if spec["source"] == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(spec["id"], "config.json", revision=spec.get("revision"))
+    else:
+        path = Path(resolve_model_path(spec)) / "config.json"
+    return json.loads(Path(path).read_text())
 
 
 def hub_config_cached(spec: dict) -> bool:

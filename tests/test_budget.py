@@ -206,3 +206,34 @@ def test_planning_refuses_a_budget_the_knob_misses() -> None:
     config["methods"]["full"]["budget_tolerance"] = 0.15
     with pytest.raises(grid.ConfigError, match="methods.full: budget_tolerance is for methods with a size knob"):
         grid.check_config(config)
+
+
+def test_planning_counts_an_untied_checkpoint_as_the_job_loads_it(tmp_path: Path) -> None:
+    """mT5 checkpoints keep their own lm_head (config.json: tie_word_embeddings false); transformers 5 builds the
+    model tied from its config but from_pretrained keeps the checkpoint's lm_head. Planning (architecture_on_meta)
+    and the solver's meta copies must count what the job loads, the reference being from_pretrained itself."""
+    import json
+
+    import transformers as tf
+    from safetensors.torch import save_file
+
+    from peftlab import grid
+    from peftlab.methods.budget import _MetaCounter
+
+    config = tf.MT5Config(vocab_size=100, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_decoder_layers=1,
+                          num_heads=2, feed_forward_proj="gated-gelu")
+    state = {k: v.clone().contiguous() for k, v in tf.MT5ForConditionalGeneration(config).state_dict().items()}
+    state["lm_head.weight"] = torch.randn_like(state["shared.weight"])
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict() | {"tie_word_embeddings": False}))
+    loaded = tf.MT5ForConditionalGeneration.from_pretrained(tmp_path)
+    assert loaded.lm_head.weight is not loaded.shared.weight  # the reference: transformers keeps them apart
+    planned = grid.architecture_on_meta({"base_models": {"m": {"source": "local", "path": str(tmp_path)}}},
+                                        "m", "translation")
+    assert count_parameters(planned).total == count_parameters(loaded).total == sum(state[k].numel() for k in state
+                                                                                    if "embed_tokens" not in k)
+    counter = _MetaCounter(loaded)
+    assert counter.key is not None  # counted on a meta template, not on a copy of the real weights
+    for method, options in (("full", {}), ("lora", {"rank": 2}), ("houlsby", {"bottleneck": 2})):
+        cfg = make_method_config(method, options)
+        assert counter.trainable(cfg) == count_parameters(apply_method(copy.deepcopy(loaded), cfg)).trainable

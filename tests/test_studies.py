@@ -22,6 +22,7 @@ from conftest import copy_repo
 
 from peftlab import grid
 from peftlab.methods import get_method, solve_budget
+from peftlab.methods.core import untie_output_layer
 from peftlab.results import read_expectations
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,6 +140,8 @@ def meta_model(hub_id: str, kind: str) -> torch.nn.Module:
         auto = tf.AutoModelForSeq2SeqLM if kind == "translation" else tf.AutoModelForSequenceClassification
         with torch.device("meta"):
             _META[hub_id, kind] = auto.from_config(config)
+        if kwargs.get("tie_word_embeddings") is False:  # as the checkpoint loads (mT5's own lm_head)
+            untie_output_layer(_META[hub_id, kind])
     return _META[hub_id, kind]
 
 

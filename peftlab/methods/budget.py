@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .core import apply_method, count_parameters
+from .core import apply_method, count_parameters, output_layer_tied, untie_output_layer
 from .registry import DEFAULT_BUDGET_TOLERANCE, BudgetError, MethodConfig, get_method, make_method_config
 
 
@@ -133,9 +133,14 @@ class _MetaCounter:
 
     def __init__(self, model: nn.Module) -> None:
         cls = type(model)
-        self.key = f"{cls.__module__}.{cls.__qualname__}", model.config.to_json_string(use_diff=False)
+        untied = model.get_output_embeddings() is not None and not output_layer_tied(model)
+        # the config does not say whether a loaded (m)T5 kept its own lm_head (see untie_output_layer): the key does
+        name = f"{cls.__module__}.{cls.__qualname__}" + ("+untied" if untied else "")
+        self.key = name, model.config.to_json_string(use_diff=False)
         with torch.device("meta"), torch.random.fork_rng(devices=[]):
             self.template = cls(copy.deepcopy(model.config))
+            if untied:
+                untie_output_layer(self.template)
         if count_parameters(self.template).total != count_parameters(model).total:
             # the model differs from what its config builds (e.g. edited by hand): count on a real copy
             self.template, self.key = copy.deepcopy(model), None

@@ -88,6 +88,30 @@ def count_parameters(model: nn.Module) -> ParamCount:
     )
 
 
+def output_layer_tied(model: nn.Module) -> bool:
+    """Whether the model's output layer (lm_head) is its input embedding matrix (one Parameter, counted once)."""
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    return out is not None and inp is not None and out.weight is inp.weight
+
+
+def untie_output_layer(model: nn.Module) -> nn.Module:
+    """Give a weightless (meta-device) model its own output layer, as its checkpoint has it.
+
+    transformers 5 builds (m)T5 from a config with lm_head tied to the input embeddings whatever the config says
+    (T5Config/MT5Config force tie_word_embeddings=True), but checkpoints whose config.json says
+    tie_word_embeddings: false (mT5, T5 v1.1) store their own lm_head, and from_pretrained leaves the two apart:
+    mT5-base loads with 582.4M parameters, not the 390.3M its config builds. Planning and the budget solver count
+    on architectures built from configs, so they untie what the checkpoint unties."""
+    out = model.get_output_embeddings()
+    if out is None:
+        return model
+    if out.weight.device.type != "meta":
+        raise MethodError("untie_output_layer is for meta-device architectures (a real model is loaded untied)")
+    if output_layer_tied(model):
+        out.weight = nn.Parameter(torch.empty_like(out.weight), requires_grad=out.weight.requires_grad)
+    return model
+
+
 def fixed_masks(model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
     """(parameter, boolean keep-mask) pairs of methods that hold some entries of their parameters at zero
     (SparseAdapter). Modules declare them with a `fixed_masks()` method; the masked entries count as removed,
