@@ -14,10 +14,11 @@ All on one thread:
   resource.ru_maxrss (it cannot be reset, and loading a model peaks higher than training a tiny one)
   measures that.
 Sized methods run at the knob the solver picks for a 1% budget, or at their default knob when 1% is
-out of reach. "lora merged" is LoRA folded into the base weights (inference only).
+out of reach (within 10%). "lora merged" is LoRA folded into the base weights (inference only).
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/methods_bench.py
-    python benchmarks/methods_bench.py --solver-table     # realised budgets instead (no timing)
+
+Realised budgets of every sized method (what --solver-table printed here): benchmarks/budget_table.py.
 """
 
 from __future__ import annotations
@@ -201,44 +202,13 @@ def bench(rounds: int) -> None:
           f"process (Linux VmHWM reset via /proc/self/clear_refs).")
 
 
-def solver_table() -> None:
-    """Realised budgets of every sized method on tiny configs (d_model 128, 2 layers, vocab 4000) and on
-    full-size architectures built on the meta device."""
-    from peftlab.methods import METHODS, BudgetError, solve_budget
-    from peftlab.methods.tiny import FULL_SIZE, full_size_meta_model, tiny_model
-
-    sized = sorted(m for m, spec in METHODS.items() if spec.knob is not None)
-    models = {f"tiny {f}": tiny_model(f, "classification" if f in ("bert", "xlm-roberta") else "seq2seq",
-                                      d_model=128, layers=2, vocab=4000)
-              for f in ("marian", "mbart", "m2m_100", "t5", "mt5", "bert", "xlm-roberta")}
-    models |= {name: full_size_meta_model(name) for name in FULL_SIZE}
-    budgets = (0.001, 0.01, 0.1)
-    print("| model | method | " + " | ".join(f"{b:.1%}" for b in budgets) + " |")
-    print("|---|---|" + "---|" * len(budgets))
-    for name, model in models.items():
-        for method in sized:
-            cells = []
-            for b in budgets:
-                try:
-                    sol = solve_budget(model, method, {}, b)
-                    knob = getattr(sol.config, METHODS[method].knob)
-                    cells.append(f"{knob} -> {sol.realised:.3%}")
-                except BudgetError:
-                    cells.append("unreachable")
-            print(f"| {name} | {method} | " + " | ".join(cells) + " |")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15, help="timed round-robin rounds")
-    parser.add_argument("--solver-table", action="store_true", help="print realised budgets instead")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if args.solver_table:
-        solver_table()
-    else:
-        bench(args.rounds)
+    bench(args.rounds)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from peftlab.data import check_corpus_spec
 from peftlab.languages import LanguageError, languages_of
-from peftlab.methods import METHODS, get_method, make_method_config
+from peftlab.methods import DEFAULT_BUDGET_TOLERANCE, METHODS, BudgetError, get_method, make_method_config
 from peftlab.methods.families import FAMILIES
 from peftlab.model_source import ModelError, resolve_model_path
 from peftlab.train_config import TrainConfig, TrainConfigError
@@ -95,6 +95,11 @@ def method_budgets(config: dict, method: str) -> list[str]:
     return [format_budget(b) for b in entry.get("budgets", config["grid"]["budgets"])]
 
 
+def budget_tolerance(config: dict, method: str) -> float:
+    """The largest relative miss of a budget that a method entry accepts (its `budget_tolerance`, else 10%)."""
+    return config["methods"][base_name(method)].get("budget_tolerance", DEFAULT_BUDGET_TOLERANCE)
+
+
 def runs_on(config: dict, method: str, task: str) -> bool:
     """Whether a method entry runs on a task: its own `tasks:` list if given; multi-task entries only
     on translation tasks (one shared seq2seq model; classification tasks would each need a head)."""
@@ -153,9 +158,26 @@ def architecture_on_meta(config: dict, model_name: str, kind: str) -> torch.nn.M
         except OSError:
             return None  # a hub model not in the local cache: the train job checks the budget instead
     with torch.device("meta"):
-        if kind == "translation":
-            return AutoModelForSeq2SeqLM.from_config(arch)
-        return AutoModelForSequenceClassification.from_config(arch)
+        auto = AutoModelForSeq2SeqLM if kind == "translation" else AutoModelForSequenceClassification
+        model = auto.from_config(arch)
+    if spec["source"] != "build" and _config_json(spec).get("tie_word_embeddings") is False:
+        from peftlab.methods.core import untie_output_layer
+
+        untie_output_layer(model)  # (m)T5: the checkpoint has its own lm_head, as the train job will load it
+    return model
+
+
+def _config_json(spec: dict) -> dict:
+    """A local, package or cached hub model's config.json as written (AutoConfig overrides some keys)."""
+    import json
+
+    if spec["source"] == "hub":
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(spec["id"], "config.json", revision=spec.get("revision"))
+    else:
+        path = Path(resolve_model_path(spec)) / "config.json"
+    return json.loads(Path(path).read_text())
 
 
 def hub_config_cached(spec: dict) -> bool:
@@ -191,6 +213,9 @@ def check_config(config: dict) -> None:
         except ValueError as err:  # MethodError: name the entry, which the method does not know
             raise ConfigError(f"methods.{name}.options: {err}") from None
         _check_budgets_given(config, name, entry)
+        if "budget_tolerance" in entry and get_method(entry["method"]).knob is None:
+            raise ConfigError(f"methods.{name}: budget_tolerance is for methods with a size knob; "
+                              f"{entry['method']!r} has none")
         if entry.get("multitask") and any(config["tasks"][t].get("train_sizes") for t in config["grid"]["tasks"]):
             raise ConfigError(f"methods.{name}: a multitask method cannot be combined with train_sizes "
                               "(the shared model would be trained on which subset?)")
@@ -392,7 +417,8 @@ def _dataset_cached(dataset: str, hub_cache: str | Path | None, datasets_cache: 
 
 
 def check_budgets(config: dict) -> None:
-    """Solve every (model, method, budget) once at DAG time, so an unreachable budget fails now."""
+    """Solve every (model, method, budget) once at DAG time, so a budget that is unreachable, or reachable only
+    further off than the entry's budget_tolerance, fails now (the train job solves it again the same way)."""
     seen = set()
     for task in config["grid"]["tasks"]:
         model_name, kind = config["tasks"][task]["base_model"], config["tasks"][task]["kind"]
@@ -412,7 +438,11 @@ def check_budgets(config: dict) -> None:
                     break
                 from peftlab.methods import solve_budget  # torch: only once some architecture is known
 
-                solve_budget(model, entry["method"], entry.get("options", {}), float(budget))
+                try:
+                    solve_budget(model, entry["method"], entry.get("options", {}), float(budget),
+                                 budget_tolerance(config, method))
+                except BudgetError as err:
+                    raise ConfigError(f"methods.{method} on base model {model_name} (task {task}): {err}") from None
 
 
 def run_key(*parts: object) -> str:

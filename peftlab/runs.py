@@ -19,6 +19,7 @@ from peftlab.atomic import follow_umask, make_temp_dir, replace_dir, write_json
 from peftlab.data import load_split
 from peftlab.data.shards import subset_rows
 from peftlab.methods import (
+    DEFAULT_BUDGET_TOLERANCE,
     MethodConfig,
     apply_method,
     count_parameters,
@@ -114,10 +115,11 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
     model, _ = load_base(model_path, model_spec, task, num_labels=len(labels) if labels else None)
     base_total = count_parameters(model).total
     method = get_method(run["method_name"])
+    tolerance = run.get("budget_tolerance", DEFAULT_BUDGET_TOLERANCE)
     if method.knob is None:
         method_cfg, rel_error = make_method_config(run["method_name"], run["options"]), None
     else:
-        solution = solve_budget(model, run["method_name"], run["options"], float(run["budget"]))
+        solution = solve_budget(model, run["method_name"], run["options"], float(run["budget"]), tolerance)
         method_cfg, rel_error = solution.config, solution.rel_error
     cfg = TrainConfig.from_dict({**run["train"], "seed": run["seed"]})
     # Nested low-resource subsets are drawn with the task's split seed, not the run's, so every
@@ -150,6 +152,7 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
         "train_config": {**run["train"], "seed": run["seed"]},
         "params": {"trainable": counts.trainable, "total": base_total,
                    "realised_fraction": counts.trainable / base_total, "rel_error": rel_error,
+                   "budget_tolerance": None if method.knob is None else tolerance,
                    "head": getattr(counts, "head", 0)},
         **result, "versions": package_versions(), "device": device,
         "started_at": started, "finished_at": utc_now(),

@@ -86,6 +86,7 @@ def method_entry(method):
     return config["methods"][grid.base_name(method)]
 
 
+@functools.cache
 def method_code(method):
     """The registry and shared modules, plus the packages of the methods the entry runs (its own, and the base
     method a sparse adapter prunes); sorted: a cache key."""
@@ -177,6 +178,9 @@ def run_spec(w):
         "budget": w.budget, "seed": int(w.seed), "options": entry.get("options", {}),
         "train": grid.train_config(config, w.method, w.task), "base_model": task_model(w.task),
         "train_size": grid.train_size(w.task),
+        # only where the entry sets one: the default reaches the job through the library, so adding the key
+        # to every run would rerun the whole grid for a threshold that changes no computation
+        **({"budget_tolerance": entry["budget_tolerance"]} if "budget_tolerance" in entry else {}),
     }
 
 

@@ -101,7 +101,7 @@ def local_corpus(c: dict, path: str, **corpus: object) -> None:
 # YAML: what PyYAML silently resolves by keeping the last key
 case("dup-key-task-entry", "yaml loader", "duplicate key 'target_lang'")(
     lambda c, tmp: TEST_YAML.replace("target_lang: de,", "target_lang: de, target_lang: ru,"))
-case("dup-key-top-level", "yaml loader", "line 52: duplicate key 'study'")(
+case("dup-key-top-level", "yaml loader", f"line {TEST_YAML.count(chr(10)) + 1}: duplicate key 'study'")(
     lambda c, tmp: TEST_YAML + "study: other\n")
 case("dup-key-task-name", "yaml loader", "duplicate key 'en-fr'")(
     lambda c, tmp: TEST_YAML.replace("\nmethods:\n", "\n  en-fr: {kind: translation, source_lang: en, target_lang: "
@@ -176,7 +176,7 @@ case("beta2-1", "check_config", "'beta2' must be in [0, 1)")(set_in("train.beta2
 case("min-lr-ratio-2", "check_config", "'min_lr_ratio' must be in [0, 1]")(set_in("train.min_lr_ratio", 2.0))
 case("grad-clip-negative", "check_config", "'grad_clip' must be >= 0")(set_in("train.grad_clip", -1.0))
 case("build-train-eval-interval", "check_config", "base_models.tiny-marian.build.train: training option "
-     "'eval_interval'")(set_in("base_models.tiny-marian.build.train.eval_interval", 100))
+     "'eval_interval'")(set_in("base_models.tiny-marian.build.train.eval_interval", 100_000))
 case("swept-lr-nan", "check_config", "methods.full.sweep.lr")(set_in("methods.full.sweep", {"lr": [math.nan]}))
 
 

@@ -20,7 +20,9 @@ TOTAL_M = {
     "mbart-large-50 (mbart)": 610.9,
     "nllb-200-distilled-600M (m2m_100)": 615.1,
     "t5-base (t5)": 222.9,
-    "mt5-base (mt5)": 390.3,  # transformers 5 ties mT5's lm_head to its input embeddings (582M untied)
+    # mT5's checkpoint has its own lm_head (250112 x 768 = 192.1M), which from_pretrained keeps; transformers 5
+    # builds it tied from the config (390.3M), so full_size_meta_model unties it (untie_output_layer)
+    "mt5-base (mt5)": 582.4,
     "bert-base-uncased (bert)": 109.5,
     "xlm-roberta-base (xlm-roberta)": 277.5,
 }

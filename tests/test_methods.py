@@ -472,3 +472,50 @@ def test_minilm_init_counts_and_roundtrip(minilm, method: str, tmp_path) -> None
     sha256 = save_method(model, cfg, tmp_path)
     reloaded = load_method(copy.deepcopy(minilm), tmp_path, sha256)
     assert torch.equal(_logits(reloaded, batch), _logits(model, batch))
+
+
+@pytest.mark.parametrize("family", ["marian", "t5", "bert"])
+@pytest.mark.parametrize("scaling,alpha,scale", [
+    # hand computation at rank 4: alpha / sqrt(r), alpha / r, and alpha itself (peft's lora_alpha = alpha * r)
+    ("rslora", 6.0, 6.0 / 2), ("fixed_alpha", 6.0, 6.0 / 4), ("alpha_per_rank", 6.0, 6.0),
+    (None, None, 16.0 / 2),  # the default: rsLoRA with alpha 16
+    ("alpha_per_rank", None, 2.0),
+])
+def test_lora_scale_and_dropout_reach_peft(family: str, scaling: str | None, alpha: float | None, scale: float,
+                                           tmp_path) -> None:
+    from peft.tuners.lora import LoraLayer
+
+    options = {"rank": 4, "dropout": 0.3} | ({"scaling": scaling} if scaling else {}) | (
+        {"alpha": alpha} if alpha else {})
+    cfg = make_method_config("lora", options)
+    assert cfg.derived()["scale"] == pytest.approx(scale)
+    model = apply_method(tiny_model(family, "classification" if family == "bert" else "seq2seq"), cfg)
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    assert layers
+    for layer in layers:
+        assert layer.scaling["default"] == pytest.approx(scale)
+        assert isinstance(layer.lora_dropout["default"], torch.nn.Dropout)
+        assert layer.lora_dropout["default"].p == 0.3
+    # the forward pass adds scale * B A x, by hand (eval: no dropout)
+    layer = layers[0]
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_()
+    layer.eval()
+    x = torch.randn(3, layer.in_features)
+    a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    torch.testing.assert_close(layer(x), layer.get_base_layer()(x) + scale * x @ a.T @ b.T)
+    # the run records the resolved scaling and the effective scale; loading checks them
+    save_method(model, cfg, tmp_path)
+    saved = json.loads((tmp_path / "method_config.json").read_text())
+    assert saved["scaling"] == (scaling or "rslora") and saved["alpha"] == cfg.alpha
+    assert saved["derived"]["scale"] == pytest.approx(scale)
+    load_method(tiny_model(family, "classification" if family == "bert" else "seq2seq"), tmp_path)
+    saved["derived"]["scale"] = 99.0
+    (tmp_path / "method_config.json").write_text(json.dumps(saved))
+    with pytest.raises(MethodError, match="derived values"):
+        load_method(tiny_model(family, "classification" if family == "bert" else "seq2seq"), tmp_path)
+
+
+def test_lora_rejects_unknown_scaling() -> None:
+    with pytest.raises(MethodError, match="'scaling' must be one of"):
+        make_method_config("lora", {"scaling": "rs"})

@@ -76,6 +76,27 @@ def test_schema_is_documented(db: tuple[Path, list[Path]]) -> None:
     assert query(db_path, "SELECT comment FROM duckdb_tables() WHERE NOT internal")["comment"].notna().all()
 
 
+def test_every_budget_label_has_its_realised_fraction_beside_it(db: tuple[Path, list[Path]]) -> None:
+    """A budget label is the target; what trained is within the solver's tolerance of it, not equal to it. Every
+    view that shows a label shows the realised fraction next to budget_target (run_metrics, long format, has it
+    as the metric realised_fraction), and its value is the mean over the configuration's ok runs' records."""
+    db_path, _ = db
+    cols = query(db_path, "SELECT table_name, column_name, column_index FROM duckdb_columns() WHERE NOT internal")
+    for view in set(VIEWS) - {"run_metrics", "reproduction"}:
+        names = list(cols[cols["table_name"] == view].sort_values("column_index")["column_name"])
+        if "budget" not in names:
+            continue
+        assert "budget_target" in names, view
+        after = names[names.index("budget_target") + 1]
+        assert after.endswith("realised_fraction"), (view, names)
+    runs = query(db_path, "SELECT task, method, budget, avg(realised_fraction) AS by_hand FROM runs "
+                          "WHERE status = 'ok' GROUP BY ALL")
+    for view in ("method_comparison", "quality_vs_budget", "pareto", "training_cost"):
+        got = query(db_path, f"SELECT task, method, budget, realised_fraction AS realised FROM {view}")
+        merged = got.merge(runs, on=["task", "method", "budget"], validate="one_to_one")
+        assert len(merged) and (merged["realised"] - merged["by_hand"]).abs().max() < 1e-12, view
+
+
 def test_counts_and_failed_run(db: tuple[Path, list[Path]]) -> None:
     db_path, _ = db
     assert count(db_path, "runs") == N_RUNS

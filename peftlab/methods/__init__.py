@@ -40,6 +40,7 @@ from . import (  # noqa: F401
     sparse,
 )
 from .registry import (
+    DEFAULT_BUDGET_TOLERANCE,
     METHODS,
     BudgetError,
     MethodConfig,
@@ -85,6 +86,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "DEFAULT_BUDGET_TOLERANCE",
     "METHODS",
     "BudgetError",
     "BudgetSolution",

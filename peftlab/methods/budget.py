@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .core import apply_method, count_parameters
-from .registry import BudgetError, MethodConfig, get_method, make_method_config
+from .core import apply_method, count_parameters, output_layer_tied, untie_output_layer
+from .registry import DEFAULT_BUDGET_TOLERANCE, BudgetError, MethodConfig, get_method, make_method_config
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,20 @@ class BudgetSolution:
 
 
 def solve_budget(
-    model: nn.Module, name: str, options: dict[str, Any] | None, budget: float | None
+    model: nn.Module,
+    name: str,
+    options: dict[str, Any] | None,
+    budget: float | None,
+    tolerance: float = DEFAULT_BUDGET_TOLERANCE,
 ) -> BudgetSolution:
     """Choose the knob value whose trainable count is closest to budget * total.
+
+    Views group runs by their budget label, so a label must say what trained: when the closest knob value
+    misses the target by more than `tolerance` (relative), this raises a BudgetError naming the nearest
+    reachable budgets below and above, instead of training something else under the label. A method entry
+    whose knob is coarse on a model (prefix length on a small one, Compacter's multiples of phm_dim) can set
+    a larger `budget_tolerance`. Plain SparseAdapter (`large: false`) is matched as its dense adapter, as its
+    docstring says; it then trains about (1 - sparsity) of the budget on purpose.
 
     Counting happens on a copy of the model built on the meta device (no memory, no weights), so the
     model is left untouched, as is torch's RNG.
@@ -42,6 +53,8 @@ def solve_budget(
         return BudgetSolution(cfg, trainable, total, trainable / total, None)
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
         raise BudgetError(f"{name}: budget must be a fraction in (0, 1], got {budget!r}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
+        raise BudgetError(f"{name}: budget_tolerance must be a relative error in [0, 1), got {tolerance!r}")
     if spec.knob in options:
         raise BudgetError(
             f"{name}: option {spec.knob!r} is chosen by the budget solver; drop the option or the budget"
@@ -60,16 +73,9 @@ def solve_budget(
             counts[i] = counter.trainable(getattr(probe, "sizing_config", lambda: probe)())
         return counts[i]
 
-    lo, hi = 0, len(knobs) - 1
-    if count(lo) > 2 * target or count(hi) < target / 2:
-        raise BudgetError(
-            f"{name}: budget {budget:g} ({target:,.0f} of {total:,} parameters) is out of reach: "
-            f"{spec.knob} {knobs[lo]}..{knobs[hi]} trains {count(lo):,}..{count(hi):,} parameters "
-            f"({count(lo) / total:.4%}..{count(hi) / total:.4%}); "
-            f"reachable budgets: {count(lo) / (2 * total):.3g}..{min(1.0, 2 * count(hi) / total):.3g}"
-        )
     # Bracket the target between adjacent knob values. Counts grow linearly with the knob for every
     # method here, so interpolation lands on the bracket in one or two probes; bisection is the fallback.
+    lo, hi = 0, len(knobs) - 1
     probes = 0
     while hi - lo > 1 and count(lo) < target < count(hi):
         probes += 1
@@ -87,10 +93,33 @@ def solve_budget(
             if count(guess - 1) <= target:
                 lo = guess - 1
     best = min((lo, hi), key=lambda i: (abs(count(i) - target), i))
+    if abs(count(best) - target) > tolerance * target:
+        raise BudgetError(_miss_message(name, spec.knob, budget, tolerance, total, target,
+                                        [(knobs[i], count(i)) for i in (lo, hi)], (knobs[0], knobs[-1])))
     cfg = proto.replace(**{spec.knob: knobs[best]})
     trainable = counter.trainable(cfg)  # what the chosen config trains (below count(best) for a pruned one)
     realised = trainable / total
     return BudgetSolution(cfg, trainable, total, realised, (realised - budget) / budget)
+
+
+def _miss_message(name: str, knob: str, budget: float, tolerance: float, total: int, target: float,
+                  bracket: list[tuple[int, int]], ends: tuple[int, int]) -> str:
+    """The refusal: how far off the closest knob is, and the budgets on either side that a config can ask for."""
+    below = max(((k, c) for k, c in bracket if c <= target), key=lambda kc: kc[1], default=None)
+    above = min(((k, c) for k, c in bracket if c > target), key=lambda kc: kc[1], default=None)
+
+    def side(kc: tuple[int, int] | None, where: str, end: int) -> str:
+        if kc is None:
+            return f"none {where} ({knob} {end} is the {'smallest' if where == 'below' else 'largest'})"
+        return f"{kc[1] / total:.3g} {where} ({knob} {kc[0]}, {kc[1]:,} parameters)"
+
+    nearest = min((kc for kc in (below, above) if kc), key=lambda kc: abs(kc[1] - target))
+    return (
+        f"{name}: budget {budget:g} ({target:,.0f} of {total:,} parameters) is out of reach within "
+        f"{tolerance:.0%}: the closest {knob} trains {nearest[1] / total:.3g} ({nearest[1] / target - 1:+.0%}); "
+        f"nearest reachable budgets: {side(below, 'below', ends[0])}, {side(above, 'above', ends[1])}. "
+        "Ask for one of those, or give the method entry a budget_tolerance if its knob is this coarse"
+    )
 
 
 # (model class, model config, method config) -> trainable count; counts depend on nothing else when the
@@ -104,9 +133,14 @@ class _MetaCounter:
 
     def __init__(self, model: nn.Module) -> None:
         cls = type(model)
-        self.key = f"{cls.__module__}.{cls.__qualname__}", model.config.to_json_string(use_diff=False)
+        untied = model.get_output_embeddings() is not None and not output_layer_tied(model)
+        # the config does not say whether a loaded (m)T5 kept its own lm_head (see untie_output_layer): the key does
+        name = f"{cls.__module__}.{cls.__qualname__}" + ("+untied" if untied else "")
+        self.key = name, model.config.to_json_string(use_diff=False)
         with torch.device("meta"), torch.random.fork_rng(devices=[]):
             self.template = cls(copy.deepcopy(model.config))
+            if untied:
+                untie_output_layer(self.template)
         if count_parameters(self.template).total != count_parameters(model).total:
             # the model differs from what its config builds (e.g. edited by hand): count on a real copy
             self.template, self.key = copy.deepcopy(model), None

@@ -128,6 +128,30 @@ def count_parameters(model: nn.Module) -> ParamCount:
     )
 
 
+def output_layer_tied(model: nn.Module) -> bool:
+    """Whether the model's output layer (lm_head) is its input embedding matrix (one Parameter, counted once)."""
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    return out is not None and inp is not None and out.weight is inp.weight
+
+
+def untie_output_layer(model: nn.Module) -> nn.Module:
+    """Give a weightless (meta-device) model its own output layer, as its checkpoint has it.
+
+    transformers 5 builds (m)T5 from a config with lm_head tied to the input embeddings whatever the config says
+    (T5Config/MT5Config force tie_word_embeddings=True), but checkpoints whose config.json says
+    tie_word_embeddings: false (mT5, T5 v1.1) store their own lm_head, and from_pretrained leaves the two apart:
+    mT5-base loads with 582.4M parameters, not the 390.3M its config builds. Planning and the budget solver count
+    on architectures built from configs, so they untie what the checkpoint unties."""
+    out = model.get_output_embeddings()
+    if out is None:
+        return model
+    if out.weight.device.type != "meta":
+        raise MethodError("untie_output_layer is for meta-device architectures (a real model is loaded untied)")
+    if output_layer_tied(model):
+        out.weight = nn.Parameter(torch.empty_like(out.weight), requires_grad=out.weight.requires_grad)
+    return model
+
+
 def fixed_masks(model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
     """(parameter, boolean keep-mask) pairs of methods that hold some entries of their parameters at zero
     (SparseAdapter). Modules declare them with a `fixed_masks()` method; the masked entries count as removed,
@@ -174,6 +198,7 @@ def save_method(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike)
     """Write out_dir/method.safetensors (trainable tensors only) and out_dir/method_config.json; return
     {file name: sha256} of both, for the run record: load_method refuses files that no longer match.
 
+    The config holds the resolved options, plus cfg.derived() under "derived" (e.g. LoRA's effective scale).
     LoRA, IA3 and prefix tuning are also written in peft's format to out_dir/peft (save_peft_format); their
     sha256s are returned too, as "peft/adapter_config.json" and "peft/adapter_model.safetensors"."""
     from peftlab import __version__
@@ -182,6 +207,8 @@ def save_method(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous().cpu() for k, v in (trainable_state_dict(model) | mask_buffers(model)).items()}
     config = cfg.to_dict() | {"peftlab_version": __version__}
+    if cfg.derived():
+        config["derived"] = cfg.derived()
     # write then rename, so a reader never sees a half-written file
     save_file(state, out / (WEIGHTS_NAME + ".tmp"), metadata={"method": cfg.method})
     (out / (CONFIG_NAME + ".tmp")).write_text(json.dumps(config, sort_keys=True, indent=2) + "\n")
@@ -267,7 +294,12 @@ def load_method(base_model: nn.Module, out_dir: str | os.PathLike, sha256: Mappi
     if name is None:
         raise MethodError(f"{out / CONFIG_NAME} has no 'method' key")
     options.pop("peftlab_version", None)
-    model = _apply(base_model, make_method_config(name, options))  # no data: the saved masks are loaded below
+    derived = options.pop("derived", None)
+    cfg = make_method_config(name, options)
+    if derived is not None and derived != cfg.derived():
+        # the code now derives other values from the same options (e.g. LoRA's scale): not the model that trained
+        raise MethodError(f"{out / CONFIG_NAME}: saved derived values {derived} != {cfg.derived()} computed now")
+    model = _apply(base_model, cfg)  # no data: the saved masks are loaded below
     state = load_bytes(files[WEIGHTS_NAME])
     masks = mask_buffers(model)
     params = dict(model.named_parameters()) | masks

@@ -23,6 +23,11 @@ class BudgetError(MethodError):
     """A parameter budget cannot be met (or makes no sense) for a method."""
 
 
+# The largest relative miss |realised - target| / target a budget label may hide (solve_budget refuses beyond
+# it); a method entry's `budget_tolerance` overrides it. Here, not in budget.py, so planning needs no torch.
+DEFAULT_BUDGET_TOLERANCE = 0.10
+
+
 @dataclass
 class MethodConfig:
     """Base class of every method's config: a dataclass whose fields are the method's options.
@@ -42,6 +47,11 @@ class MethodConfig:
         out = {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
         out["method"] = self.method
         return out
+
+    def derived(self) -> dict[str, Any]:
+        """Values the options imply and a reader needs (LoRA's effective scale), recorded beside the options
+        in method_config.json under "derived"; not options themselves."""
+        return {}
 
     def knob_range(self, model_config: Any) -> range:
         """The knob values the budget solver may choose from, for a model with this config."""

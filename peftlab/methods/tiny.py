@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 import transformers as tf
 
+from .core import untie_output_layer
+
 SEQ2SEQ_FAMILIES = ("marian", "mbart", "m2m_100", "t5", "mt5")
 CLASSIFIER_FAMILIES = ("bert", "xlm-roberta", "mbart", "t5", "mt5")
 NUM_LABELS = 3
@@ -130,4 +132,5 @@ def full_size_meta_model(name: str) -> tf.PreTrainedModel:
     """A full-size architecture from FULL_SIZE, built on the meta device (shapes only, no weights)."""
     model_cls, config_cls, kwargs = FULL_SIZE[name]
     with torch.device("meta"):
-        return model_cls(config_cls(**kwargs))
+        model = model_cls(config_cls(**kwargs))
+    return untie_output_layer(model) if kwargs.get("tie_word_embeddings") is False else model

@@ -207,7 +207,7 @@ WITH q AS (
     GROUP BY run_id, batch_size
 )
 SELECT r.run_id, r.study, r.task, r.task_kind, r.method, r.method_family, r.budget, r.budget_target,
-    r.seed, r.status, r.error, r.trainable_params, r.total_params, r.realised_fraction, r.rel_error,
+    r.realised_fraction, r.rel_error, r.seed, r.status, r.error, r.trainable_params, r.total_params,
     r.steps, r.wall_time_s, r.time_to_best_s, r.peak_memory_mb AS train_peak_memory_mb,
     q.bleu, q.chrf, q.ter, q.accuracy, q.macro_f1,
     CASE WHEN r.task_kind = 'translation' THEN 'chrf' ELSE 'accuracy' END AS quality_metric,
@@ -228,10 +228,10 @@ _METHOD_COMPARISON = """
 SELECT study, task, budget, method,
     any_value(method_family) AS method_family,
     any_value(budget_target) AS budget_target,
+    avg(realised_fraction) AS realised_fraction,
     count(*) FILTER (WHERE status = 'ok') AS n_seeds,
     count(*) FILTER (WHERE status <> 'ok') AS n_failed,
     round(avg(trainable_params))::BIGINT AS trainable_params,
-    avg(realised_fraction) AS realised_fraction,
     avg(bleu) AS bleu, avg(chrf) AS chrf, avg(ter) AS ter,
     avg(accuracy) AS accuracy, avg(macro_f1) AS macro_f1,
     avg(latency_ms_b1) AS latency_ms_b1, avg(latency_ms_b16) AS latency_ms_b16,
@@ -274,6 +274,7 @@ _PARETO = """
 WITH c AS (
     SELECT study, task, method, budget,
         any_value(budget_target) AS budget_target,
+        avg(realised_fraction) AS realised_fraction,
         any_value(quality_metric) AS quality_metric,
         avg(quality) AS quality,
         exp(avg(ln(latency_ratio_b1))) AS latency_ratio_b1,
@@ -301,6 +302,7 @@ ORDER BY a.study, a.task, a.quality DESC NULLS LAST
 _TRAINING_COST = """
 SELECT study, task, method, budget,
     any_value(budget_target) AS budget_target,
+    avg(realised_fraction) AS realised_fraction,
     count(*) AS n_seeds,
     round(avg(trainable_params))::BIGINT AS trainable_params,
     avg(steps) AS steps,
@@ -317,7 +319,9 @@ ORDER BY study, task, method, budget_target NULLS FIRST
 """
 
 _SEED_SPREAD = """
-SELECT r.study, r.task, r.method, r.budget, e.split, e.metric, e.detector, e.layer, e.subset,
+SELECT r.study, r.task, r.method, r.budget,
+    any_value(r.budget_target) AS budget_target, avg(r.realised_fraction) AS realised_fraction,
+    e.split, e.metric, e.detector, e.layer, e.subset,
     count(*) AS n_seeds,
     avg(e.value) AS mean,
     stddev_samp(e.value) AS std,
@@ -326,7 +330,7 @@ SELECT r.study, r.task, r.method, r.budget, e.split, e.metric, e.detector, e.lay
 FROM evaluations e JOIN runs r USING (run_id)
 WHERE r.status = 'ok'
 GROUP BY r.study, r.task, r.method, r.budget, e.split, e.metric, e.detector, e.layer, e.subset
-ORDER BY ALL
+ORDER BY r.study, r.task, r.method, r.budget, e.split, e.metric, e.detector, e.layer, e.subset
 """
 
 # Every measurement of every ok run in one long table, the vocabulary of paper_claims.metric:
@@ -475,6 +479,7 @@ _QUALITY_BY_DISTANCE = """
 SELECT q.study, t.distance, q.method, q.budget,
     coalesce(nullif(split_part(q.task, '~', 2), ''), '') AS variant,
     any_value(q.budget_target) AS budget_target,
+    avg(q.realised_fraction) AS realised_fraction,
     any_value(q.quality_metric) AS quality_metric,
     count(*) AS n_tasks,
     string_agg(q.task, ', ' ORDER BY q.task) AS tasks,
@@ -498,11 +503,12 @@ WITH s AS (
         TRY_CAST(r.method_config->>'sparsity' AS DOUBLE) AS sparsity,
         TRY_CAST(r.method_config->>'large' AS BOOLEAN) AS large,
         r.method_config->>'scoring' AS scoring,
-        q.trainable_params, q.quality, q.quality_metric
+        q.trainable_params, q.realised_fraction, q.quality, q.quality_metric
     FROM runs r JOIN run_summary q USING (run_id)
     WHERE r.status = 'ok' AND r.method_family = 'sparse'
 )
 SELECT s.study, s.task, s.budget, any_value(s.budget_target) AS budget_target,
+    avg(s.realised_fraction) AS sparse_realised_fraction, avg(d.realised_fraction) AS dense_realised_fraction,
     s.method AS sparse_method, any_value(s.sparsity) AS sparsity, any_value(s.large) AS large,
     any_value(s.scoring) AS scoring, d.method AS dense_method,
     any_value(s.quality_metric) AS quality_metric,
@@ -514,7 +520,7 @@ SELECT s.study, s.task, s.budget, any_value(s.budget_target) AS budget_target,
 FROM s JOIN run_summary d ON d.status = 'ok' AND d.study = s.study AND d.task = s.task AND d.seed = s.seed
     AND d.method_family = s.base_family AND d.budget_target = s.budget_target
 GROUP BY s.study, s.task, s.budget, s.method, d.method
-ORDER BY ALL
+ORDER BY s.study, s.task, s.budget, s.method, d.method
 """
 
 # Each CoDA run beside the bottleneck-adapter runs (parallel, Houlsby, Pfeiffer) of the same study, task,
@@ -524,6 +530,7 @@ ORDER BY ALL
 _CODA_SPEEDUP = """
 WITH pairs AS (
     SELECT c.run_id, c.study, c.task, c.budget, c.budget_target, c.method, c.quality_metric,
+        c.realised_fraction AS coda_realised_fraction, a.realised_fraction AS adapter_realised_fraction,
         TRY_CAST(r.method_config->>'k_ratio' AS DOUBLE) AS k_ratio,
         a.run_id AS adapter_run_id, a.method AS adapter_method, c.quality - a.quality AS quality_delta
     FROM run_summary c JOIN runs r USING (run_id)
@@ -531,7 +538,9 @@ WITH pairs AS (
         AND a.budget_target = c.budget_target AND a.method_family IN ('parallel', 'houlsby', 'pfeiffer')
     WHERE c.status = 'ok' AND c.method_family = 'coda'
 )
-SELECT p.study, p.task, p.budget, any_value(p.budget_target) AS budget_target, p.method AS coda_method,
+SELECT p.study, p.task, p.budget, any_value(p.budget_target) AS budget_target,
+    avg(p.coda_realised_fraction) AS coda_realised_fraction,
+    avg(p.adapter_realised_fraction) AS adapter_realised_fraction, p.method AS coda_method,
     any_value(p.k_ratio) AS k_ratio, p.adapter_method, bc.task AS bench_task, bc.batch_size, bc.seq_len,
     count(*) AS n_paired,
     avg(ba.latency_ms_median) AS adapter_latency_ms, avg(bc.latency_ms_median) AS coda_latency_ms,
@@ -542,12 +551,13 @@ JOIN benchmarks bc ON bc.run_id = p.run_id AND bc.deployed IS NOT FALSE
 JOIN benchmarks ba ON ba.run_id = p.adapter_run_id AND ba.task = bc.task AND ba.batch_size = bc.batch_size
     AND ba.seq_len IS NOT DISTINCT FROM bc.seq_len AND ba.deployed IS NOT FALSE
 GROUP BY p.study, p.task, p.budget, p.method, p.adapter_method, bc.task, bc.batch_size, bc.seq_len
-ORDER BY ALL
+ORDER BY p.study, p.task, p.budget, p.method, p.adapter_method, bc.task, bc.batch_size, bc.seq_len
 """
 
 # mt_significance over seeds: how often a configuration differs significantly from full fine-tuning.
 _SIGNIFICANCE = """
-SELECT r.study, r.task, r.method, r.budget, m.metric,
+SELECT r.study, r.task, r.method, r.budget,
+    any_value(r.budget_target) AS budget_target, avg(r.realised_fraction) AS realised_fraction, m.metric,
     count(*) AS n_seeds,
     avg(m.score) AS score_mean, stddev_samp(m.score) AS score_std,
     avg(m.score - m.baseline_score) AS delta_vs_full_mean,
@@ -555,15 +565,15 @@ SELECT r.study, r.task, r.method, r.budget, m.metric,
     count(*) FILTER (WHERE m.p_value < 0.05) AS n_significant_05
 FROM mt_significance m JOIN runs r USING (run_id)
 WHERE r.method <> 'full'
-GROUP BY ALL
-ORDER BY ALL
+GROUP BY r.study, r.task, r.method, r.budget, m.metric
+ORDER BY r.study, r.task, r.method, r.budget, m.metric
 """
 
 # Per run, what adaptation moved: mean and lowest per-layer CKA to the base model, and whether the CKA can be
 # compared with other methods' (comparable: false with the reason where a method changes layer 0 by its very
 # mechanism, e.g. prefix tuning shifting positions). Retained quality is in run_metrics (subset = pretraining pair).
 _FORGETTING = """
-SELECT r.run_id, r.study, r.task, r.method, r.budget, r.seed,
+SELECT r.run_id, r.study, r.task, r.method, r.budget, r.budget_target, r.realised_fraction, r.seed,
     avg(e.value) AS cka_mean, min(e.value) AS cka_min, count(*) AS n_layers,
     bool_and(coalesce(e.extra->>'comparable', 'true') = 'true') AS comparable,
     any_value(e.extra->>'note') AS note
@@ -573,7 +583,9 @@ GROUP BY ALL
 ORDER BY ALL
 """
 
-# name -> (comment, SQL); created in this order, so a view may use the ones above it.
+# name -> (comment, SQL); created in this order, so a view may use the ones above it. Every view that shows a
+# budget label shows the realised fraction (trainable / total, mean over seeds) beside budget_target: a label
+# is only within the solver's tolerance of what trained (issue 13).
 VIEWS: dict[str, tuple[str, str]] = {
     "run_summary": ("One row per run: test BLEU/chrF/TER/accuracy/macro-F1, the task's quality metric "
                     "(chrF for translation, else accuracy), latency at batch 1 and 16 (ms and ratio to the base "
