@@ -189,6 +189,21 @@ def flops_per_token_pair(model: torch.nn.Module) -> tuple[float, float]:
     return costs[0], costs[1] if encoder is not None else 0.0  # a classifier's label is no token
 
 
+def set_checkpointing(model: torch.nn.Module, on: bool) -> None:
+    """Hugging Face's activation (gradient) checkpointing, non-reentrant: it computes gradients for the
+    trainable weights inside a checkpointed block even when the block's inputs (frozen embeddings) do not
+    require grad, as PEFT needs. transformers 5 renamed gradient_* to activation_checkpointing_*."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
 def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
@@ -315,9 +330,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
     if cfg.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise ValueError(f"training option 'gradient_checkpointing': {type(model).__name__} does not support it")
-        # non-reentrant checkpointing computes gradients for the trainable weights inside a checkpointed
-        # block even when its inputs (frozen embeddings) do not require grad, as PEFT needs
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        set_checkpointing(model, True)
     params = list(_trainable(model).values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay,
                                   fused=True if cuda else None)
@@ -428,7 +441,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
             log_file.close()
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32_before
         if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_disable()
+            set_checkpointing(model, False)
 
     elapsed = elapsed_before + time.perf_counter() - started
     peak = peak_flops(torch.cuda.get_device_name(device), cfg.precision) if cuda else None
