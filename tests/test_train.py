@@ -15,9 +15,9 @@ torch.set_num_threads(1)
 
 def tiny_model(seed: int = 0, **options) -> MarianMTModel:
     torch.manual_seed(seed)
-    config = MarianConfig(**options, vocab_size=40, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+    config = MarianConfig(vocab_size=40, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                           decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
-                          pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+                          pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, **options)
     return MarianMTModel(config)
 
 
