@@ -326,7 +326,9 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
     check_precision(cfg.precision, device)  # before any step: a job on the wrong device fails at once
     cuda = device.startswith("cuda")
     torch.manual_seed(cfg.seed)
-    model.to(device).train()
+    if not getattr(model, "is_quantized", False):  # a 4-bit base is placed by from_pretrained (device_map)
+        model.to(device)
+    model.train()
     if cfg.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise ValueError(f"training option 'gradient_checkpointing': {type(model).__name__} does not support it")
