@@ -104,10 +104,38 @@ def load_tokenizer(path: str, spec: dict | None = None) -> PreTrainedTokenizerBa
     )
 
 
-def load_model(path: str, kind: str, spec: dict | None = None, num_labels: int | None = None) -> PreTrainedModel:
+class QuantizationError(ModelError):
+    """A 4-bit base (`load_in_4bit`, QLoRA) where it cannot load: no CUDA device, or no bitsandbytes."""
+
+
+def quantization_kwargs(spec: dict, device: str | None = None) -> dict:
+    """from_pretrained arguments for a base model entry with `load_in_4bit: true` (QLoRA's NF4 with double
+    quantisation and bf16 compute), or none. Checked before any weight is read, so a job on a machine without
+    CUDA fails at once with the key named."""
+    if not spec.get("load_in_4bit"):
+        return {}
+    device = device or default_device()
+    if not device.startswith("cuda"):
+        raise QuantizationError(f"base model key 'load_in_4bit': a 4-bit base needs a CUDA device (bitsandbytes); "
+                                f"this job runs on {device!r}. Remove load_in_4bit to train in full precision")
+    try:  # imported here: a CUDA-only package, not in requirements.txt
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise QuantizationError("base model key 'load_in_4bit' needs the bitsandbytes package: "
+                                "pip install bitsandbytes") from err
+    from transformers import BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                bnb_4bit_compute_dtype=torch.bfloat16)
+    return {"quantization_config": config, "device_map": {"": device}}
+
+
+def load_model(path: str, kind: str, spec: dict | None = None, num_labels: int | None = None,
+               device: str | None = None) -> PreTrainedModel:
     """Load a base model for a task kind; trust_remote_code only when the config asks for it."""
     spec = spec or {}
-    kwargs = {"revision": spec.get("revision"), "trust_remote_code": bool(spec.get("trust_remote_code", False))}
+    kwargs = {"revision": spec.get("revision"), "trust_remote_code": bool(spec.get("trust_remote_code", False)),
+              **quantization_kwargs(spec, device)}
     if kind == "translation":
         return AutoModelForSeq2SeqLM.from_pretrained(path, **kwargs)
     if kind == "classification":
@@ -130,11 +158,12 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_base(model_path: str, model_spec: dict, task: dict,
-              num_labels: int | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The base model and tokenizer of a task, as named by its config entry."""
+def load_base(model_path: str, model_spec: dict, task: dict, num_labels: int | None = None,
+              device: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The base model and tokenizer of a task, as named by its config entry (`device` matters for a 4-bit base)."""
+    quantization_kwargs(model_spec, device)  # a 4-bit base on a CPU fails before the tokenizer loads
     tokenizer = load_tokenizer(model_path, model_spec)
-    model = load_model(model_path, task["kind"], model_spec, num_labels=num_labels)
+    model = load_model(model_path, task["kind"], model_spec, num_labels=num_labels, device=device)
     return model, tokenizer
 
 

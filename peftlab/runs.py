@@ -112,7 +112,7 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
     shard_dir = shard_dirs[0]
     labels = shard_labels(shard_dir)
     torch.manual_seed(run["seed"])  # a classification head is initialised inside from_pretrained
-    model, _ = load_base(model_path, model_spec, task, num_labels=len(labels) if labels else None)
+    model, _ = load_base(model_path, model_spec, task, num_labels=len(labels) if labels else None, device=device)
     base_total = count_parameters(model).total
     method = get_method(run["method_name"])
     tolerance = run.get("budget_tolerance", DEFAULT_BUDGET_TOLERANCE)
@@ -149,6 +149,7 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
         "task_config": task, "labels": labels,
         "method_config": json.loads((method_dir / "method_config.json").read_text()),
         "method_sha256": method_sha256,  # evaluate and benchmark refuse method files that differ
+        "adapter_bytes": sum(f.stat().st_size for f in method_dir.glob("*.safetensors")),  # the weights a run ships
         "train_config": {**run["train"], "seed": run["seed"]},
         "params": {"trainable": counts.trainable, "total": base_total,
                    "realised_fraction": counts.trainable / base_total, "rel_error": rel_error,

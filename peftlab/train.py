@@ -1,9 +1,15 @@
 """The training loop: one function a reader can hold in their head (nanoGPT's order of steps).
 
-Set the learning rate -> evaluate and checkpoint every `eval_interval` -> forward/backward -> clip ->
-step -> zero_grad -> log -> stop on patience or `max_steps`. The learning rate and the data order
-are pure functions of the step, so resuming needs only the step, the trainable weights, the
-optimizer state and the RNG state; all of it is saved as safetensors plus JSON, never pickle.
+Set the learning rate -> evaluate and checkpoint every `eval_interval` -> forward/backward over
+`grad_accumulation` micro-batches -> unscale, clip -> step -> zero_grad -> log -> stop on patience or
+`max_steps`. The learning rate and the data order are pure functions of the optimizer step, so resuming
+needs only the step, the trainable weights, the optimizer and GradScaler state and the RNG state; all of
+it is saved as safetensors plus JSON, never pickle. Checkpoints are taken between optimizer steps only,
+so no partial accumulation is ever saved (the accumulation position of a checkpoint is always 0).
+
+Loss normalisation under accumulation: each micro-batch's mean token loss is weighted by its share of
+the label tokens of the whole optimizer step (n_k / N), so the accumulated gradient is that of the mean
+over all tokens of the effective batch, as one batch of batch_size x grad_accumulation would give.
 """
 
 from __future__ import annotations
@@ -34,11 +40,36 @@ class Preempted(RuntimeError):
     """SIGTERM arrived (SLURM's warning before a time limit or preemption); a checkpoint was saved."""
 
 
+class PrecisionError(RuntimeError):
+    """The training precision (`precision`) or a 4-bit base needs something this device lacks."""
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: str) -> None:
+    """Refuse, before any step, a precision the device cannot train in."""
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise PrecisionError(f"training option 'precision': fp16 needs a CUDA device (its GradScaler is CUDA's); "
+                             f"this job runs on {device!r}: use bf16 or fp32")
+    if precision == "bf16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        raise PrecisionError(f"training option 'precision': bf16 is not supported by {torch.cuda.get_device_name()}; "
+                             f"use fp16 or fp32")
+
+
 def get_lr(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def micro_batch_order(lengths: list[int], cfg: TrainConfig, epoch: int) -> list[list[int]]:
+    """One epoch's micro-batches, `grad_accumulation` per optimizer step: the effective batches of
+    batch_order, each cut into micro-batches, so the examples an optimizer step sees do not depend on how
+    it is split (4 x 8 and 1 x 32 train on the same 32 examples)."""
+    effective = batch_order(lengths, cfg.batch_size * cfg.grad_accumulation, cfg.seed, epoch)
+    return [batch[i:i + cfg.batch_size] for batch in effective for i in range(0, len(batch), cfg.batch_size)]
 
 
 def batch_order(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -61,11 +92,12 @@ def first_batches(train_rows: list[dict], cfg: TrainConfig, pad_id: int, n: int)
     """The first `n` batches `train` will take (steps 0..n-1 of the run's data order, a function of its seed):
     what a method that scores data when applied (SparseAdapter's SNIP) is handed, so it sees the run's own
     data and a resumed run, which applies the method again, scores the same batches."""
-    batches_per_epoch = len(train_rows) // cfg.batch_size
+    effective = cfg.batch_size * cfg.grad_accumulation
+    batches_per_epoch = len(train_rows) // effective * cfg.grad_accumulation
     if n > batches_per_epoch:
         raise ValueError(f"the method scores {n} training batches at initialisation, but {len(train_rows)} "
                          f"training examples make {batches_per_epoch} batches of {cfg.batch_size}")
-    order = batch_order(_lengths(train_rows), cfg.batch_size, cfg.seed, 0) if n else []
+    order = micro_batch_order(_lengths(train_rows), cfg, 0) if n else []
     return [collate([train_rows[i] for i in batch], pad_id) for batch in order[:n]]
 
 
@@ -93,6 +125,83 @@ def peak_memory_mb(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def step_memory_mb(device: str) -> float:
+    """Memory of the step just taken: CUDA's peak allocation since the last reset (the caller resets it per
+    step), or on CPU the process's resident set now (/proc/self/statm; there is no per-step CPU peak)."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # not Linux: the process's peak so far is the best there is
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_summary(samples: list[float], device: str) -> dict:
+    """Average, maximum and 99th percentile of the per-step samples (as peft's method comparison records)."""
+    source = "cuda_max_memory_allocated_per_step" if device.startswith("cuda") else "process_rss_per_step"
+    if not samples:
+        return {"source": source, "avg_mb": None, "max_mb": None, "p99_mb": None}
+    values = np.asarray(samples)
+    return {"source": source, "avg_mb": round(float(values.mean()), 1), "max_mb": round(float(values.max()), 1),
+            "p99_mb": round(float(np.percentile(values, 99)), 1)}
+
+
+# Dense peak tensor throughput per GPU (FLOP/s) from the vendors' data sheets: (bf16/fp16, tf32).
+# Matched on torch.cuda.get_device_name(); a GPU not listed gets no MFU rather than a guessed one.
+PEAK_FLOPS = {
+    "H200": (989e12, 494e12), "H100 SXM": (989e12, 494e12), "H100 PCIe": (756e12, 378e12),
+    "H100 NVL": (835e12, 418e12), "H100": (989e12, 494e12), "A100": (312e12, 156e12), "L40S": (362e12, 183e12),
+    "A10G": (70e12, 35e12), "A10": (125e12, 62.5e12), "L4": (121e12, 60e12), "RTX 4090": (165e12, 82.6e12),
+    "RTX 3090": (71e12, 35.6e12), "V100": (125e12, None), "T4": (65e12, None),
+}
+
+
+def peak_flops(device_name: str, precision: str) -> float | None:
+    """The GPU's dense peak for this precision (fp32 runs use TF32 tensor cores), None if not in PEAK_FLOPS."""
+    for name, (half, tf32) in PEAK_FLOPS.items():  # longest names first within a family (H100 SXM before H100)
+        if name in device_name:
+            return half if precision in AUTOCAST_DTYPES else tf32
+    return None
+
+
+def flops_per_token_pair(model: torch.nn.Module) -> tuple[float, float]:
+    """Model FLOPs per source token and per target token of one training step (forward and backward).
+
+    The 6N rule made trainable-aware: a parameter costs 2 FLOPs per token forward, 2 backward for the
+    activation gradient (needed through frozen layers too) and 2 for its weight gradient only when it is
+    trained: 4 * N + 2 * N_trainable, which is 6N when all of N trains. N counts weights that multiply
+    (nn.Linear, the output projection included), not embedding lookups or norms; attention's
+    sequence-length-squared FLOPs and recomputation under gradient checkpointing are not counted (MFU,
+    not hardware utilisation). In an encoder-decoder a source token goes through the encoder, a target
+    token through the decoder; other models send every token through everything (first element)."""
+    encoder = model.get_encoder() if hasattr(model, "get_encoder") and getattr(model.config, "is_encoder_decoder",
+                                                                                 False) else None
+    in_encoder = {id(m) for m in encoder.modules()} if encoder is not None else set()
+    costs = [0.0, 0.0]
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            part = 0 if encoder is None or id(module) in in_encoder else 1
+            for p in module.parameters(recurse=False):
+                costs[part] += (4 + 2 * p.requires_grad) * p.numel()
+    # method modules (adapters, LoRA) are nn.Linear too; their trainable weights count like any other
+    return costs[0], costs[1] if encoder is not None else 0.0  # a classifier's label is no token
+
+
+def set_checkpointing(model: torch.nn.Module, on: bool) -> None:
+    """Hugging Face's activation (gradient) checkpointing, non-reentrant: it computes gradients for the
+    trainable weights inside a checkpointed block even when the block's inputs (frozen embeddings) do not
+    require grad, as PEFT needs. transformers 5 renamed gradient_* to activation_checkpointing_*."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
 
 
 def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -126,7 +235,8 @@ class Checkpointer:
             for name, value in best.items():
                 params[name].copy_(value)
 
-    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+             scaler: torch.amp.GradScaler | None = None) -> None:
         params = _trainable(model)
         tensors = {f"model.{n}": p for n, p in params.items()}
         tensors |= {f"mask.{n}": b for n, b in mask_buffers(model).items()}
@@ -138,13 +248,17 @@ class Checkpointer:
         _atomic_save_tensors(tensors, self.folder / f"latest-{step}.safetensors")
         # The JSON is written last and names its tensor file, so a crash between the two leaves the
         # previous consistent pair in place.
-        write_json({**state, "run_key": self.run_key, "tensors": f"latest-{step}.safetensors"},
+        # the GradScaler's state is a few numbers (scale, growth tracker): JSON, with the loop's state
+        scaler_state = scaler.state_dict() if scaler is not None and scaler.is_enabled() else {}
+        write_json({**state, "run_key": self.run_key, "tensors": f"latest-{step}.safetensors",
+                    "scaler": scaler_state},
                            self.folder / "latest.json")
         for old in self.folder.glob("latest-*.safetensors"):
             if old.name != f"latest-{step}.safetensors":
                 old.unlink()
 
-    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict | None:
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler | None = None) -> dict | None:
         meta_path = self.folder / "latest.json"
         if not meta_path.exists():
             return None
@@ -173,6 +287,9 @@ class Checkpointer:
             if opt_state:
                 optimizer.state[p] = opt_state
         torch.set_rng_state(tensors["rng.torch"])
+        scaler_state = state.pop("scaler", {})
+        if scaler is not None and scaler_state:
+            scaler.load_state_dict(scaler_state)
         return state
 
     def discard(self) -> None:
@@ -199,19 +316,44 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
 
     Returns the training record (`train` section) and the curve. `checkpoint_dir` holds what resuming
     needs while the run is unfinished; it is removed when training completes. `stop_after_steps`
-    simulates an interruption after that many steps of this invocation (used by the resume test).
+    simulates an interruption after that many optimizer steps of this invocation (used by the resume test).
+    On CUDA, TF32 matmuls and the fused AdamW kernel are used (recorded in the result).
     """
-    if len(train_rows) < cfg.batch_size:
-        raise ValueError(f"{len(train_rows)} training examples are fewer than one batch of {cfg.batch_size}")
+    effective = cfg.batch_size * cfg.grad_accumulation
+    if len(train_rows) < effective:
+        raise ValueError(f"{len(train_rows)} training examples are fewer than one batch of {effective} "
+                         f"(batch_size {cfg.batch_size} x grad_accumulation {cfg.grad_accumulation})")
+    check_precision(cfg.precision, device)  # before any step: a job on the wrong device fails at once
+    cuda = device.startswith("cuda")
     torch.manual_seed(cfg.seed)
-    model.to(device).train()
+    if not getattr(model, "is_quantized", False):  # a 4-bit base is placed by from_pretrained (device_map)
+        model.to(device)
+    model.train()
+    if cfg.gradient_checkpointing:
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise ValueError(f"training option 'gradient_checkpointing': {type(model).__name__} does not support it")
+        set_checkpointing(model, True)
     params = list(_trainable(model).values())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay,
+                                  fused=True if cuda else None)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
+    autocast_dtype = AUTOCAST_DTYPES.get(cfg.precision)
+    tf32_before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     ckpt = Checkpointer(checkpoint_dir, run_key)
-    state = ckpt.restore(model, optimizer) or {
+    state = ckpt.restore(model, optimizer, scaler) or {
         "step": 0, "best_dev": None, "best_step": 0, "bad_evals": 0, "curve": [], "elapsed_s": 0.0,
-        "tokens": 0, "time_to_best_s": 0.0, "window_loss": 0.0, "window_n": 0,
+        "tokens": 0, "time_to_best_s": 0.0, "window_loss": 0.0, "window_n": 0, "micro_batches": 0,
+        "memory_mb": [], "model_flops": 0.0,
     }
+    state.setdefault("micro_batches", state["step"])  # a checkpoint from before accumulation existed
+    state.setdefault("memory_mb", [])
+    state.setdefault("model_flops", 0.0)
+    if state["micro_batches"] != state["step"] * cfg.grad_accumulation:
+        raise ValueError(f"checkpoint in {checkpoint_dir} is mid-accumulation ({state['micro_batches']} micro-batches "
+                         f"at optimizer step {state['step']}); it cannot be resumed exactly")
+    src_flops, tgt_flops = flops_per_token_pair(model)
     if state["step"]:
         log.info("resuming from step %d (best dev loss %s)", state["step"], state["best_dev"])
 
@@ -223,7 +365,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
 
     previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
     lengths = _lengths(train_rows)
-    batches_per_epoch = len(train_rows) // cfg.batch_size
+    batches_per_epoch = len(train_rows) // effective * cfg.grad_accumulation  # micro-batches
     epoch_cache: dict[int, list[list[int]]] = {}
     log_file = open(log_path, "a") if log_path else None  # noqa: SIM115
     started, steps_this_call = time.perf_counter(), 0
@@ -250,41 +392,63 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
                 if log_file:
                     log_file.write(json.dumps(point) + "\n")
                     log_file.flush()
-                ckpt.save(model, optimizer, {**state, "elapsed_s": elapsed})
+                ckpt.save(model, optimizer, {**state, "elapsed_s": elapsed}, scaler)
                 if state["bad_evals"] >= cfg.patience:
                     stopped_early = True
                     break
             if step >= cfg.max_steps:
                 break
             if preempted or (stop_after_steps is not None and steps_this_call >= stop_after_steps):
-                ckpt.save(model, optimizer, {**state, "elapsed_s": elapsed})
+                ckpt.save(model, optimizer, {**state, "elapsed_s": elapsed}, scaler)
                 raise Preempted(f"stopped at step {step}; checkpoint saved in {checkpoint_dir}")
 
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, cfg)
-            epoch, index = divmod(step, batches_per_epoch)
-            if epoch not in epoch_cache:
-                epoch_cache = {epoch: batch_order(lengths, cfg.batch_size, cfg.seed, epoch)}
-            batch = collate([train_rows[i] for i in epoch_cache[epoch][index]], pad_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            logits = model(**batch).logits
-            loss = token_loss(logits, batch["labels"], cfg.label_smoothing)
-            loss.backward()
+            micro = []
+            for k in range(cfg.grad_accumulation):
+                epoch, index = divmod(step * cfg.grad_accumulation + k, batches_per_epoch)
+                if epoch not in epoch_cache:
+                    epoch_cache = {epoch: micro_batch_order(lengths, cfg, epoch)}
+                micro.append(collate([train_rows[i] for i in epoch_cache[epoch][index]], pad_id))
+            label_tokens = [int((b["labels"] != -100).sum()) for b in micro]
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            step_loss = 0.0
+            for batch, n in zip(micro, label_tokens, strict=True):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with torch.autocast(device.split(":")[0], dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    logits = model(**batch).logits
+                # the micro-batch's share of the step's label tokens (1.0 without accumulation: bit-identical)
+                loss = token_loss(logits.float(), batch["labels"], cfg.label_smoothing) * (n / sum(label_tokens))
+                scaler.scale(loss).backward()
+                step_loss += float(loss.detach())
+                src, tgt = int(batch["attention_mask"].sum()), n
+                state["tokens"] += src + tgt
+                state["model_flops"] += src_flops * src + tgt_flops * tgt
             if cfg.grad_clip:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             optimizer.zero_grad(set_to_none=True)
-            state["window_loss"] += float(loss.detach())
+            state["memory_mb"].append(round(step_memory_mb(device), 2))
+            state["window_loss"] += step_loss
             state["window_n"] += 1
-            state["tokens"] += int(batch["attention_mask"].sum()) + int((batch["labels"] != -100).sum())
+            state["micro_batches"] += cfg.grad_accumulation
             state["step"] = step + 1
             steps_this_call += 1
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         if log_file:
             log_file.close()
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32_before
+        if cfg.gradient_checkpointing:
+            set_checkpointing(model, False)
 
     elapsed = elapsed_before + time.perf_counter() - started
+    peak = peak_flops(torch.cuda.get_device_name(device), cfg.precision) if cuda else None
+    # model FLOPs over wall time, evaluations included (as peft's suite times a whole run); see flops_per_token_pair
+    mfu = round(state["model_flops"] / elapsed / peak, 4) if peak and elapsed > 0 else None
     if state["best_dev"] is None:  # max_steps below eval_interval: the final weights are the best we have
         state.update(best_dev=evaluate_loss(model, dev_rows, pad_id, cfg.batch_size, device), best_step=state["step"])
         ckpt.save_best(model)
@@ -295,9 +459,16 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
             "steps": state["step"], "wall_time_s": round(elapsed, 3),
             "time_per_step_s": round(elapsed / max(state["step"], 1), 5),
             "tokens_per_s": round(state["tokens"] / max(elapsed, 1e-9), 1),
-            "peak_memory_mb": round(peak_memory_mb(device), 1), "best_dev_score": state["best_dev"],
+            # on CUDA the peak counter is reset every step: the run's peak is the largest step's or the last
+            "peak_memory_mb": round(max([peak_memory_mb(device), *(state["memory_mb"] if cuda else [])]), 1),
+            "best_dev_score": state["best_dev"],
             "dev_metric": "dev_loss", "best_step": state["best_step"],
             "time_to_best_s": round(state["time_to_best_s"], 3), "stopped_early": stopped_early,
+            "memory": memory_summary(state["memory_mb"], device),
+            "precision": cfg.precision, "grad_accumulation": cfg.grad_accumulation,
+            "effective_batch_size": effective, "gradient_checkpointing": cfg.gradient_checkpointing,
+            "tf32": cuda, "fused_adamw": cuda,
+            "model_flops": state["model_flops"], "mfu": mfu,
         },
         "curve": state["curve"],
     }

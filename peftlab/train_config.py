@@ -6,6 +6,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+
 
 class TrainConfigError(ValueError):
     """An unknown, ill-typed or out-of-range training hyperparameter (`key`: its name)."""
@@ -31,6 +33,14 @@ class TrainConfig:
     eval_interval: int = field(default=50, metadata={"help": "steps between dev evaluations and checkpoints"})
     patience: int = field(default=4, metadata={"help": "evaluations without dev improvement before stopping"})
     seed: int = field(default=0, metadata={"help": "seeds initialisation, data order and dropout"})
+    precision: str = field(default="fp32", metadata={
+        "help": "fp32; bf16 (autocast); fp16 (autocast with a GradScaler; CUDA only)"})
+    grad_accumulation: int = field(default=1, metadata={
+        "help": "micro-batches of batch_size per optimizer step (effective batch = batch_size x this); "
+                "max_steps, warmup_steps and eval_interval count optimizer steps"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute activations in the backward pass (HF gradient_checkpointing_enable): less memory, "
+                "about a third more compute"})
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -47,9 +57,13 @@ class TrainConfig:
         for key, value in values.items():
             if key not in known:
                 raise TrainConfigError(f"unknown training option {key!r}; known: {', '.join(sorted(known))}", key)
-            kind = float if known[key].type == "float" else int
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                    kind is int and (not math.isfinite(value) or value != int(value))):
+            kind = {"float": float, "int": int, "str": str, "bool": bool}[known[key].type]
+            if kind in (str, bool):
+                ok = isinstance(value, kind)
+            else:
+                ok = not isinstance(value, bool) and isinstance(value, (int, float)) and (
+                    kind is float or (math.isfinite(value) and value == int(value)))
+            if not ok:
                 raise TrainConfigError(f"training option {key!r} must be a {kind.__name__}, got {value!r}", key)
 
     def validate(self) -> None:
@@ -74,3 +88,5 @@ class TrainConfig:
         need(1 <= self.eval_interval <= self.max_steps, "eval_interval", f"between 1 and max_steps ({self.max_steps})")
         need(self.patience >= 1, "patience", ">= 1 (0 would stop at the first evaluation, improving or not)")
         need(self.seed >= 0, "seed", ">= 0")
+        need(self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}")
+        need(self.grad_accumulation >= 1, "grad_accumulation", ">= 1 (micro-batches per optimizer step)")

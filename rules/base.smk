@@ -32,6 +32,8 @@ rule pretrain_base:
         code=fingerprint("peftlab/models.py", "peftlab/runs.py", "peftlab/train.py", "peftlab/train_config.py"),
     log:
         "logs/{study}/pretrain_base/{model}.log",
+    resources:
+        gpu=GPU_PER_JOB,
     # Nothing else can run until the base model exists: ask for every core (Snakemake caps a
     # rule's threads at --cores; the SLURM profile sets its own number).
     threads: 1024

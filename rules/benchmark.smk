@@ -19,6 +19,8 @@ rule benchmark:
         torch_threads=THREADS,
     log:
         "logs/{study}/benchmark/{task}/{method}/{budget}/seed{seed}.log",
+    resources:
+        gpu=GPU_PER_JOB,
     # A benchmark must not share the machine's cores with other jobs (timings beside a training job are
     # its noise, not the method's cost): it asks for every core, like pretrain_base (Snakemake caps a
     # rule's threads at --cores), so a local run starts it only when nothing else runs and starts

@@ -44,6 +44,12 @@ onstart:
 STUDY = config["study"]
 RUNS = grid.expand_runs(config)
 THREADS = config.get("threads_per_job", 1)
+# GPU jobs (pretrain_base, train, train_multitask, evaluate, benchmark) ask for one `gpu` when the command
+# line limits GPUs (`--resources gpu=N`: at most N run at once, each takes its own GPU by a lock file,
+# peftlab/gpu.py), and for none otherwise, so that CPU runs and clusters whose profile sets GPUs per rule
+# (profiles/slurm: set-resources gpu: 1) are unchanged. A resource the command line does not name is not
+# limited by Snakemake 9 either; asking for 0 also keeps the SLURM executor from requesting --gpus.
+GPU_PER_JOB = 1 if getattr(workflow.global_resources.get("gpu"), "value", None) is not None else 0
 
 
 wildcard_constraints:

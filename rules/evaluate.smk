@@ -22,6 +22,8 @@ rule evaluate:
                          "peftlab/languages.py", "peftlab/scoring.py", "peftlab/translate.py"),
     log:
         "logs/{study}/evaluate/{task}/{method}/{budget}/seed{seed}.log",
+    resources:
+        gpu=GPU_PER_JOB,
     threads: THREADS
     conda:
         "../environment.yml"

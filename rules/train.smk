@@ -25,6 +25,8 @@ rule train:
         code=train_code,
     log:
         "logs/{study}/train/{task}/{method}/{budget}/seed{seed}.log",
+    resources:
+        gpu=GPU_PER_JOB,
     threads: THREADS
     conda:
         "../environment.yml"
@@ -51,6 +53,8 @@ rule train_multitask:
         code=train_code,
     log:
         "logs/{study}/train_multitask/{model}/{method}/{budget}/seed{seed}.log",
+    resources:
+        gpu=GPU_PER_JOB,
     threads: THREADS
     conda:
         "../environment.yml"

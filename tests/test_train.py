@@ -13,11 +13,11 @@ from peftlab.train_config import TrainConfig, TrainConfigError
 torch.set_num_threads(1)
 
 
-def tiny_model(seed: int = 0) -> MarianMTModel:
+def tiny_model(seed: int = 0, **options) -> MarianMTModel:
     torch.manual_seed(seed)
     config = MarianConfig(vocab_size=40, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                           decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
-                          pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+                          pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, **options)
     return MarianMTModel(config)
 
 
@@ -135,3 +135,139 @@ def test_a_multitask_runs_copy_is_checked_against_the_shared_record(tmp_path):
     with pytest.raises(MethodError, match="method.safetensors is corrupt"):
         adopt_shared_training(shared / "train.json", shared / "method", run, record_path=out / "train.json",
                               method_dir=out / "method")
+
+
+def still_model(seed: int = 0) -> MarianMTModel:
+    """tiny_model without dropout: micro-batches draw other dropout masks than one big batch would."""
+    return tiny_model(seed, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+
+
+def test_accumulating_four_micro_batches_of_8_equals_one_batch_of_32(tmp_path):
+    """The reference is the plain batch of 32. Micro-batches hold different numbers of label tokens, so
+    averaging their mean losses would weight tokens unequally; weighting each by its token share does not."""
+    from peftlab.data import collate
+    from peftlab.train import _lengths, micro_batch_order
+
+    rows, dev = copy_rows(96), copy_rows(16, seed=1)
+    cfg = dict(lr=3e-3, max_steps=6, warmup_steps=2, eval_interval=3, patience=10)
+    one = still_model()
+    expected = train(one, rows, dev, TrainConfig(batch_size=32, **cfg), pad_id=0, checkpoint_dir=tmp_path / "a",
+                     run_key="k")
+    four = still_model()
+    got = train(four, rows, dev, TrainConfig(batch_size=8, grad_accumulation=4, **cfg), pad_id=0,
+                checkpoint_dir=tmp_path / "b", run_key="k")
+    micro = micro_batch_order(_lengths(rows), TrainConfig(batch_size=8, grad_accumulation=4, **cfg), 0)[:4]
+    tokens = [int((collate([rows[i] for i in b], 0)["labels"] != -100).sum()) for b in micro]
+    assert len(set(tokens)) > 1  # unequal micro-batches: the normalisation is exercised
+    assert got["train"]["steps"] == expected["train"]["steps"] == 6
+    assert got["train"]["effective_batch_size"] == 32
+    for a, b in zip(expected["curve"], got["curve"], strict=True):
+        assert a["step"] == b["step"]
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert b["dev_loss"] == pytest.approx(a["dev_loss"], rel=1e-5)
+    for (name, a), (_, b) in zip(one.state_dict().items(), four.state_dict().items(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_bf16_autocast_trains_and_resumes_bit_identically(tmp_path):
+    rows, dev = copy_rows(64), copy_rows(16, seed=1)
+    bf16 = {**CFG, "precision": "bf16", "grad_accumulation": 2, "batch_size": 4}
+    straight = tiny_model()
+    expected = train(straight, rows, dev, TrainConfig(**bf16), pad_id=0, checkpoint_dir=tmp_path / "a", run_key="k")
+    fp32 = train(tiny_model(), rows, dev, TrainConfig(**{**bf16, "precision": "fp32"}), pad_id=0,
+                 checkpoint_dir=tmp_path / "c", run_key="k")
+    assert expected["curve"][-1]["dev_loss"] < expected["curve"][0]["dev_loss"]  # it trains
+    assert expected["curve"][0]["train_loss"] != fp32["curve"][0]["train_loss"]  # and autocast was on
+    resumed = tiny_model()
+    with pytest.raises(Preempted):
+        train(resumed, rows, dev, TrainConfig(**bf16), pad_id=0, checkpoint_dir=tmp_path / "b", run_key="k",
+              stop_after_steps=9)
+    saved = json.loads((tmp_path / "b" / "latest.json").read_text())
+    assert saved["step"] == 9 and saved["micro_batches"] == 18
+    fresh = tiny_model(seed=123)
+    got = train(fresh, rows, dev, TrainConfig(**bf16), pad_id=0, checkpoint_dir=tmp_path / "b", run_key="k")
+    assert [p["dev_loss"] for p in got["curve"]] == [p["dev_loss"] for p in expected["curve"]]
+    for (name, a), (_, b) in zip(straight.state_dict().items(), fresh.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tmp_path):
+    """With a frozen base (LoRA), as PEFT trains: the trainable weights inside checkpointed layers get gradients."""
+    from peftlab.methods import apply_method, make_method_config
+    from peftlab.train import set_checkpointing
+
+    rows = copy_rows(8)
+    from peftlab.data import collate
+    batch = collate(rows, 0)
+    losses, grads = [], []
+    for checkpointing in (False, True):
+        model = apply_method(tiny_model(), make_method_config("lora", {"rank": 2}))
+        model.train()
+        if checkpointing:
+            set_checkpointing(model, True)
+        torch.manual_seed(5)  # the same dropout masks: checkpointing replays the RNG state on recomputation
+        loss = torch.nn.functional.cross_entropy(model(**batch).logits.flatten(0, 1), batch["labels"].flatten(),
+                                                 ignore_index=-100)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert torch.equal(losses[0], losses[1])
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, g in grads[0].items():
+        assert grads[1][name].abs().sum() > 0 or g.abs().sum() == 0, name
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-5, atol=1e-7, msg=name)
+    # and through the training loop
+    a, b = tiny_model(), tiny_model()
+    train(a, copy_rows(64), copy_rows(16, seed=1), TrainConfig(**{**CFG, "max_steps": 6, "eval_interval": 3}),
+          pad_id=0, checkpoint_dir=tmp_path / "a", run_key="k")
+    rec = train(b, copy_rows(64), copy_rows(16, seed=1),
+                TrainConfig(**{**CFG, "max_steps": 6, "eval_interval": 3, "gradient_checkpointing": True}),
+                pad_id=0, checkpoint_dir=tmp_path / "b", run_key="k")
+    assert rec["train"]["gradient_checkpointing"] and not any(
+        getattr(m, "gradient_checkpointing", False) for m in b.modules())  # switched off afterwards
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        torch.testing.assert_close(y, x, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_fp16_on_cpu_is_refused_before_any_step(tmp_path):
+    from peftlab.train import PrecisionError
+
+    with pytest.raises(PrecisionError, match="'precision': fp16 needs a CUDA device"):
+        train(tiny_model(), copy_rows(64), copy_rows(16, seed=1), TrainConfig(**CFG, precision="fp16"), pad_id=0,
+              checkpoint_dir=tmp_path / "ckpt", run_key="k")
+    assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"precision": "fp8"}, "'precision' must be one of fp32, bf16, fp16"),
+    ({"precision": 16}, "'precision' must be a str"),
+    ({"grad_accumulation": 0}, "'grad_accumulation' must be >= 1"),
+    ({"gradient_checkpointing": 1}, "'gradient_checkpointing' must be a bool"),
+])
+def test_new_training_options_are_checked(values, message):
+    with pytest.raises(TrainConfigError, match=message):
+        TrainConfig.from_dict(values)
+
+
+def test_the_record_has_per_step_memory_and_a_trainable_aware_flop_count(tmp_path):
+    import resource
+
+    model = tiny_model()
+    result = train(model, copy_rows(64), copy_rows(16, seed=1), TrainConfig(**CFG), pad_id=0,
+                   checkpoint_dir=tmp_path / "ckpt", run_key="k")["train"]
+    memory = result["memory"]
+    assert memory["source"] == "process_rss_per_step"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert 0 < memory["avg_mb"] <= memory["p99_mb"] <= memory["max_mb"] <= peak + 1
+    assert result["mfu"] is None  # no GPU, no peak to divide by
+    # by hand: 6 FLOPs per token for each weight of an nn.Linear (all trainable here), encoder for source
+    # tokens, decoder and output projection for target tokens
+    enc = sum(p.numel() for n, p in model.named_parameters()
+              if n.startswith("model.encoder.layers.") and n.endswith(("proj.weight", "proj.bias", "fc1.weight",
+                                                                        "fc1.bias", "fc2.weight", "fc2.bias")))
+    dec = sum(p.numel() for n, p in model.named_parameters()
+              if n.startswith("model.decoder.layers.") and n.endswith(("proj.weight", "proj.bias", "fc1.weight",
+                                                                        "fc1.bias", "fc2.weight", "fc2.bias")))
+    dec += model.lm_head.weight.numel() + model.final_logits_bias.numel() * 0  # Marian's bias is a buffer
+    from peftlab.train import flops_per_token_pair
+    assert flops_per_token_pair(model) == (6 * enc, 6 * dec)
