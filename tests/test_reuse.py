@@ -99,7 +99,7 @@ def mt_run(tmp_path_factory):
     prepare_corpus(task, root / "corpus")
     build_shards(root / "corpus", load_tokenizer(spec["path"]), root / "shards", tokenizer_id="m2m100",
                  languages=languages_of(spec, task))
-    return make_run(root, spec, spec["path"], task, "lora", "0.05", root / "shards"), spec, task
+    return make_run(root, spec, spec["path"], task, "lora", "0.045", root / "shards"), spec, task
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def clf_run(tmp_path_factory):
     prepare_corpus(CLF_TASK, root / "corpus")
     build_shards(root / "corpus", load_tokenizer(str(minilm_path())), root / "shards", tokenizer_id="minilm",
                  max_length=24)
-    return make_run(root, spec, str(minilm_path()), CLF_TASK, "lora", "0.001", root / "shards"), spec, CLF_TASK
+    return make_run(root, spec, str(minilm_path()), CLF_TASK, "lora", "0.0012", root / "shards"), spec, CLF_TASK
 
 
 def test_load_run_translates_as_evaluation_does_and_merges_lora(mt_run):
