@@ -22,6 +22,8 @@ TOTAL_M = {
     "t5-base (t5)": 222.9,
     "mt5-base (mt5)": 390.3,  # transformers 5 ties mT5's lm_head to its input embeddings (582M untied)
     "bert-base-uncased (bert)": 109.5,
+    # 124.6M published includes the pooler, which RobertaForSequenceClassification does not build (0.6M)
+    "roberta-base (roberta)": 124.1,
     "xlm-roberta-base (xlm-roberta)": 277.5,
 }
 

@@ -72,6 +72,7 @@ CASES = [c for c in ALL if c not in UNSUPPORTED]
 ZERO_CASES = [c for c in CASES if c[0] != "prefix"]  # prefix tuning starts from random virtual tokens
 LORA_TARGETS = {
     "bert": ("query", "value"),
+    "roberta": ("query", "value"),
     "xlm-roberta": ("query", "value"),
     "t5": ("q", "v"),
     "mt5": ("q", "v"),

@@ -24,7 +24,7 @@ class Family:
     ffn_out: str  # last FFN projection (Houlsby's second adapter)
     # Pfeiffer's adapter reads the FFN sublayer's output after its residual (and, post-LN, its LayerNorm).
     # Post-LN families name the LayerNorm that sum goes into, pre-LN families the module that returns it.
-    ffn_norm: str | None  # post-LN (BERT, XLM-R, Marian): the LayerNorm after the FFN's residual
+    ffn_norm: str | None  # post-LN (BERT, RoBERTa, XLM-R, Marian): the LayerNorm after the FFN's residual
     ffn_sublayer: str | None  # pre-LN (mBART, M2M100, T5): the module whose output is x + FFN(LN(x))
     # the module whose input is x, the FFN sublayer's residual input, which parallel adapters read (AdapterHub's
     # par_bn, He et al.'s code): the first projection's input post-LN, the FFN's LayerNorm's input pre-LN
@@ -85,6 +85,7 @@ _t5 = Family(
 
 FAMILIES: dict[str, Family] = {
     "bert": _bert,
+    "roberta": _bert,  # RoBERTa keeps BERT's module names (checked on a RobertaConfig model, transformers 5)
     "xlm-roberta": _bert,
     "marian": _bart,
     "mbart": _bart_pre_ln,

@@ -13,7 +13,7 @@ import torch
 import transformers as tf
 
 SEQ2SEQ_FAMILIES = ("marian", "mbart", "m2m_100", "t5", "mt5")
-CLASSIFIER_FAMILIES = ("bert", "xlm-roberta", "mbart", "t5", "mt5")
+CLASSIFIER_FAMILIES = ("bert", "roberta", "xlm-roberta", "mbart", "t5", "mt5")
 NUM_LABELS = 3
 PAD, EOS = 0, 2
 
@@ -58,6 +58,8 @@ def tiny_model(
         return (tf.MT5ForSequenceClassification if cls else tf.MT5ForConditionalGeneration)(config)
     if family == "bert" and cls:
         return tf.BertForSequenceClassification(tf.BertConfig(num_labels=NUM_LABELS, pad_token_id=PAD, **enc))
+    if family == "roberta" and cls:  # pad 1, as in the hub's RoBERTa (its position ids start after it)
+        return tf.RobertaForSequenceClassification(tf.RobertaConfig(num_labels=NUM_LABELS, pad_token_id=1, **enc))
     if family == "xlm-roberta" and cls:
         config = tf.XLMRobertaConfig(num_labels=NUM_LABELS, pad_token_id=1, **enc)
         return tf.XLMRobertaForSequenceClassification(config)
@@ -119,6 +121,10 @@ FULL_SIZE = {
     "bert-base-uncased (bert)": (tf.BertForSequenceClassification, tf.BertConfig, dict(
         vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
         intermediate_size=3072, num_labels=NUM_LABELS)),
+    "roberta-base (roberta)": (tf.RobertaForSequenceClassification, tf.RobertaConfig, dict(
+        vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+        num_labels=NUM_LABELS)),
     "xlm-roberta-base (xlm-roberta)": (tf.XLMRobertaForSequenceClassification, tf.XLMRobertaConfig, dict(
         vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
         intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
