@@ -26,8 +26,8 @@ from peftlab.methods.tiny import example_batch, tiny_model
 
 torch.set_num_threads(1)
 
-FAMILIES = [("bert", "classification"), ("xlm-roberta", "classification"), ("marian", "seq2seq"),
-            ("mbart", "seq2seq"), ("m2m_100", "seq2seq"), ("t5", "seq2seq"), ("mt5", "seq2seq")]
+FAMILIES = [("bert", "classification"), ("roberta", "classification"), ("xlm-roberta", "classification"),
+            ("marian", "seq2seq"), ("mbart", "seq2seq"), ("m2m_100", "seq2seq"), ("t5", "seq2seq"), ("mt5", "seq2seq")]
 IDS = [f for f, _ in FAMILIES]
 
 
