@@ -53,6 +53,13 @@ _bert = Family(
     ia3_targets=_BERT + r"(attention\.self\.(key|value)|output\.dense)",
     ia3_feedforward=_BERT + r"output\.dense",
 )
+# DeBERTa-v2/v3: BERT's layer layout, but its attention projections are query_proj/key_proj/value_proj
+_deberta = replace(
+    _bert,
+    name="deberta-v2",
+    lora_targets=("query_proj", "value_proj"),
+    ia3_targets=_BERT + r"(attention\.self\.(key_proj|value_proj)|output\.dense)",
+)
 _bart = Family(
     name="bart",
     attn_out=_BART + r"self_attn\.out_proj",
@@ -87,6 +94,7 @@ FAMILIES: dict[str, Family] = {
     "bert": _bert,
     "roberta": _bert,  # RoBERTa keeps BERT's module names (checked on a RobertaConfig model, transformers 5)
     "xlm-roberta": _bert,
+    "deberta-v2": _deberta,
     "marian": _bart,
     "mbart": _bart_pre_ln,
     "m2m_100": _bart_pre_ln,
@@ -96,7 +104,8 @@ FAMILIES: dict[str, Family] = {
 
 # Task heads are direct children of the *For<Task> model under one of these names; every method trains them
 # and the counting convention leaves them out of the budget.
-HEAD_NAMES = ("classifier", "classification_head", "score", "qa_outputs")
+# DeBERTa's `pooler` sits beside its classifier (BERT's is inside `bert`) and feeds only it: part of the head.
+HEAD_NAMES = ("classifier", "classification_head", "score", "qa_outputs", "pooler")
 
 
 def family_of(model: nn.Module) -> Family:
