@@ -174,6 +174,30 @@ def test_hf_ood_label_and_unlabelled_rows(tmp_path, monkeypatch):
     assert prepare_corpus(by_id, tmp_path / "b")["sha256"] == m["sha256"]
 
 
+@pytest.mark.parametrize("layout", ["{split}/0000.parquet", "banking77-{split}.parquet"])
+def test_hf_parquet_conversion_layout_loads_with_label_names(tmp_path, layout):
+    """The hub's refs/convert/parquet branch (cho-ood's Banking77 source) holds <config>/<split>/0000.parquet
+    (older conversions: <config>/<name>-<split>.parquet) written by datasets, which keeps the ClassLabel names in
+    the parquet schema. The real datasets.load_dataset reads such a folder here; a local folder has no git
+    revisions, so `revision` is only passed through and recorded."""
+    datasets = pytest.importorskip("datasets")
+    names = ["activate_my_card", "age_limit", "card_arrival"]
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    for split, n, offset in [("train", 60, 0), ("test", 12, 100)]:
+        rows = {"text": [f"query {i + offset}" for i in range(n)], "label": [i % 3 for i in range(n)]}
+        path = tmp_path / "repo" / "default" / layout.format(split=split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(path))
+    corpus = {"source": "hf", "dataset": str(tmp_path / "repo"), "revision": "refs/convert/parquet",
+              "columns": {"text": "text", "label": "label"}}
+    task = {"kind": "classification", "language": "en", "dev_size": 6, "test_size": 100000, "corpus": corpus}
+    m = prepare_corpus(task, tmp_path / "out")
+    assert m["labels"] == names and m["counts"] == {"train": 54, "dev": 6, "test": 12}
+    assert m["spec"]["revision"] == "refs/convert/parquet" and m["spec"]["splits"] == {"train": "train", "test": "test"}
+    test = read(tmp_path / "out" / "test.jsonl")
+    assert (test[1]["text"], test[1]["label"]) == ("query 101", 1)
+
+
 def test_local_labels_and_split_off_dev_test(tmp_path):
     path = tmp_path / "data.tsv"
     lines = ["sentence\tlabel"] + [f"review {i}\t{'pos' if i % 2 else 'neg'}" for i in range(50)] + ["unrated\t"]

@@ -26,8 +26,8 @@ from peftlab.methods.tiny import example_batch, tiny_model
 
 torch.set_num_threads(1)
 
-FAMILIES = [("bert", "classification"), ("xlm-roberta", "classification"), ("marian", "seq2seq"),
-            ("mbart", "seq2seq"), ("m2m_100", "seq2seq"), ("t5", "seq2seq"), ("mt5", "seq2seq")]
+FAMILIES = [("bert", "classification"), ("roberta", "classification"), ("xlm-roberta", "classification"),
+            ("marian", "seq2seq"), ("mbart", "seq2seq"), ("m2m_100", "seq2seq"), ("t5", "seq2seq"), ("mt5", "seq2seq")]
 IDS = [f for f, _ in FAMILIES]
 
 
@@ -326,3 +326,5 @@ def test_bad_options_and_unsupported_models() -> None:
     gpt2 = tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=100))
     with pytest.raises(MethodError, match="gpt2"):
         apply_method(gpt2, make_method_config("coda", {}))
+    with pytest.raises(MethodError, match="deberta-v2"):
+        apply_method(tiny_model("deberta-v2", "classification"), make_method_config("coda", {}))

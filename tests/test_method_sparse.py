@@ -33,6 +33,7 @@ torch.set_num_threads(1)
 SIZE = {"houlsby": 4, "pfeiffer": 4, "parallel": 4, "lora": 2}
 CASES = [(base, fam, task) for base in SIZE for fam, task in [("marian", "seq2seq"), ("bert", "classification")]]
 CASES += [(base, "t5", "seq2seq") for base in ("pfeiffer", "lora")]
+CASES += [(base, fam, "classification") for base in SIZE for fam in ("roberta", "deberta-v2")]  # paper: RoBERTa
 
 
 def _ids(cases) -> list[str]:

@@ -66,17 +66,20 @@ UNSUPPORTED = {  # (method, family, task) that must raise MethodError
     ("prefix", "mbart", "classification"),  # peft cannot prefix-tune encoder-decoder classifiers
     ("prefix", "t5", "classification"),
     ("prefix", "mt5", "classification"),
+    ("prefix", "deberta-v2", "classification"),  # DeBERTa's encoder takes no past_key_values
 }
 ALL = [(m, f, t) for m in OPTIONS for f, t in FAMILY_TASKS]
 CASES = [c for c in ALL if c not in UNSUPPORTED]
 ZERO_CASES = [c for c in CASES if c[0] != "prefix"]  # prefix tuning starts from random virtual tokens
 LORA_TARGETS = {
     "bert": ("query", "value"),
+    "roberta": ("query", "value"),
+    "deberta-v2": ("query_proj", "value_proj"),
     "xlm-roberta": ("query", "value"),
     "t5": ("q", "v"),
     "mt5": ("q", "v"),
 }
-KV = ("key", "value", "k_proj", "v_proj", "k", "v")
+KV = ("key", "value", "k_proj", "v_proj", "k", "v", "key_proj", "value_proj")
 
 
 def _ids(cases: list[tuple[str, str, str]]) -> list[str]:
@@ -238,7 +241,7 @@ def _layers(config) -> int:
 
 def _backbone(base) -> list[tuple[str, torch.nn.Module]]:
     """Modules outside the task head, by qualified name."""
-    heads = ("classifier", "classification_head")
+    heads = ("classifier", "classification_head", "pooler")  # DeBERTa's pooler: beside its classifier
     return [(n, m) for n, m in base.named_modules() if n.split(".")[0] not in heads]
 
 

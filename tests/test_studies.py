@@ -40,6 +40,9 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
                                                    num_attention_heads=12, intermediate_size=3072)),
     "google-bert/bert-large-uncased": ("bert", dict(vocab_size=30522, hidden_size=1024, num_hidden_layers=24,
                                                     num_attention_heads=16, intermediate_size=4096)),
+    "FacebookAI/roberta-base": ("roberta", dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12,
+                                                num_attention_heads=12, intermediate_size=3072,
+                                                max_position_embeddings=514, type_vocab_size=1, pad_token_id=1)),
     "FacebookAI/xlm-roberta-base": ("xlm-roberta", dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12,
                                                         num_attention_heads=12, intermediate_size=3072,
                                                         max_position_embeddings=514, type_vocab_size=1,
@@ -176,6 +179,14 @@ def test_houlsby_budgets_are_the_papers_adapter_sizes():
     model = meta_model("google-bert/bert-large-uncased", "classification")
     sizes = [solve_budget(model, "houlsby", {}, b).config.bottleneck for b in config["methods"]["houlsby"]["budgets"]]
     assert sizes == [8, 64, 256]
+
+
+def test_he2021_adapter_is_bottleneck_64_on_roberta_base():
+    """The budget stands for the bottleneck its comment names, on the paper's monolingual model."""
+    config = load(REPO / "config" / "studies" / "he2021-adapters.yaml")
+    model = meta_model("FacebookAI/roberta-base", "classification")
+    (budget,) = config["methods"]["houlsby"]["budgets"]
+    assert solve_budget(model, "houlsby", {}, budget).config.bottleneck == 64
 
 
 def expected_file(path: Path) -> Path:

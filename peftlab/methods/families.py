@@ -24,7 +24,7 @@ class Family:
     ffn_out: str  # last FFN projection (Houlsby's second adapter)
     # Pfeiffer's adapter reads the FFN sublayer's output after its residual (and, post-LN, its LayerNorm).
     # Post-LN families name the LayerNorm that sum goes into, pre-LN families the module that returns it.
-    ffn_norm: str | None  # post-LN (BERT, XLM-R, Marian): the LayerNorm after the FFN's residual
+    ffn_norm: str | None  # post-LN (BERT, RoBERTa, XLM-R, Marian): the LayerNorm after the FFN's residual
     ffn_sublayer: str | None  # pre-LN (mBART, M2M100, T5): the module whose output is x + FFN(LN(x))
     # the module whose input is x, the FFN sublayer's residual input, which parallel adapters read (AdapterHub's
     # par_bn, He et al.'s code): the first projection's input post-LN, the FFN's LayerNorm's input pre-LN
@@ -52,6 +52,13 @@ _bert = Family(
     # peft's default for BERT is the suffix "output.dense", which also catches attention.output.dense
     ia3_targets=_BERT + r"(attention\.self\.(key|value)|output\.dense)",
     ia3_feedforward=_BERT + r"output\.dense",
+)
+# DeBERTa-v2/v3: BERT's layer layout, but its attention projections are query_proj/key_proj/value_proj
+_deberta = replace(
+    _bert,
+    name="deberta-v2",
+    lora_targets=("query_proj", "value_proj"),
+    ia3_targets=_BERT + r"(attention\.self\.(key_proj|value_proj)|output\.dense)",
 )
 _bart = Family(
     name="bart",
@@ -85,7 +92,9 @@ _t5 = Family(
 
 FAMILIES: dict[str, Family] = {
     "bert": _bert,
+    "roberta": _bert,  # RoBERTa keeps BERT's module names (checked on a RobertaConfig model, transformers 5)
     "xlm-roberta": _bert,
+    "deberta-v2": _deberta,
     "marian": _bart,
     "mbart": _bart_pre_ln,
     "m2m_100": _bart_pre_ln,
@@ -95,7 +104,8 @@ FAMILIES: dict[str, Family] = {
 
 # Task heads are direct children of the *For<Task> model under one of these names; every method trains them
 # and the counting convention leaves them out of the budget.
-HEAD_NAMES = ("classifier", "classification_head", "score", "qa_outputs")
+# DeBERTa's `pooler` sits beside its classifier (BERT's is inside `bert`) and feeds only it: part of the head.
+HEAD_NAMES = ("classifier", "classification_head", "score", "qa_outputs", "pooler")
 
 
 def family_of(model: nn.Module) -> Family:

@@ -15,7 +15,7 @@ import transformers as tf
 from .core import untie_output_layer
 
 SEQ2SEQ_FAMILIES = ("marian", "mbart", "m2m_100", "t5", "mt5")
-CLASSIFIER_FAMILIES = ("bert", "xlm-roberta", "mbart", "t5", "mt5")
+CLASSIFIER_FAMILIES = ("bert", "roberta", "xlm-roberta", "deberta-v2", "mbart", "t5", "mt5")
 NUM_LABELS = 3
 PAD, EOS = 0, 2
 
@@ -60,6 +60,11 @@ def tiny_model(
         return (tf.MT5ForSequenceClassification if cls else tf.MT5ForConditionalGeneration)(config)
     if family == "bert" and cls:
         return tf.BertForSequenceClassification(tf.BertConfig(num_labels=NUM_LABELS, pad_token_id=PAD, **enc))
+    if family == "roberta" and cls:  # pad 1, as in the hub's RoBERTa (its position ids start after it)
+        return tf.RobertaForSequenceClassification(tf.RobertaConfig(num_labels=NUM_LABELS, pad_token_id=1, **enc))
+    if family == "deberta-v2" and cls:
+        config = tf.DebertaV2Config(num_labels=NUM_LABELS, pad_token_id=PAD, **enc)
+        return tf.DebertaV2ForSequenceClassification(config)
     if family == "xlm-roberta" and cls:
         config = tf.XLMRobertaConfig(num_labels=NUM_LABELS, pad_token_id=1, **enc)
         return tf.XLMRobertaForSequenceClassification(config)
@@ -121,6 +126,15 @@ FULL_SIZE = {
     "bert-base-uncased (bert)": (tf.BertForSequenceClassification, tf.BertConfig, dict(
         vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
         intermediate_size=3072, num_labels=NUM_LABELS)),
+    "roberta-base (roberta)": (tf.RobertaForSequenceClassification, tf.RobertaConfig, dict(
+        vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+        num_labels=NUM_LABELS)),
+    "deberta-v3-base (deberta-v2)": (tf.DebertaV2ForSequenceClassification, tf.DebertaV2Config, dict(
+        vocab_size=128100, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        max_position_embeddings=512, relative_attention=True, position_buckets=256, norm_rel_ebd="layer_norm",
+        share_att_key=True, pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0,
+        max_relative_positions=-1, num_labels=NUM_LABELS)),
     "xlm-roberta-base (xlm-roberta)": (tf.XLMRobertaForSequenceClassification, tf.XLMRobertaConfig, dict(
         vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
         intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,

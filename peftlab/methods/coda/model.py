@@ -20,6 +20,8 @@ _DECODER = {"bart": r"(.*\.)?decoder\.layers\.\d+", "t5": r"(.*\.)?decoder\.bloc
 
 def inject(model: nn.Module, cfg: CodaConfig) -> nn.Module:
     family = family_of(model)
+    if family.name not in _ENCODER:  # DeBERTa's layers take relative positions that routing would have to cut too
+        raise MethodError(f"coda: no token routing for the {family.name!r} family; supported: {sorted(_ENCODER)}")
     attention = model.config._attn_implementation
     if attention not in ("eager", "sdpa"):
         raise MethodError(f"coda: needs eager or sdpa attention (4D masks it can cut down), not {attention!r}")

@@ -1,5 +1,7 @@
 """prefix: the model side of the method (inject), imported on first use."""
 
+import inspect
+
 from peft import PrefixTuningConfig, TaskType, get_peft_model
 from torch import nn
 
@@ -15,6 +17,10 @@ def inject(model: nn.Module, cfg: PrefixConfig) -> nn.Module:
         raise MethodError(f"prefix: peft cannot prefix-tune an encoder-decoder classifier ({name})")
     if task_heads(model):
         task = TaskType.SEQ_CLS
+        # peft feeds the prefixes as past_key_values; without them (DeBERTa) it fails only at the first forward
+        if "past_key_values" not in inspect.signature(model.base_model.forward).parameters:
+            raise MethodError(f"prefix: {type(model.base_model).__name__} takes no past_key_values, which peft's "
+                              "prefix tuning needs")
     elif model.config.is_encoder_decoder:
         task = TaskType.SEQ_2_SEQ_LM
     else:
