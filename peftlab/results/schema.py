@@ -316,7 +316,8 @@ ORDER BY study, task, method, budget_target NULLS FIRST
 """
 
 _SEED_SPREAD = """
-SELECT r.study, r.task, r.method, r.budget, e.split, e.metric, e.detector, e.layer, e.subset,
+SELECT r.study, r.task, r.method, r.budget, any_value(r.budget_target) AS budget_target,
+    e.split, e.metric, e.detector, e.layer, e.subset,
     count(*) AS n_seeds,
     avg(e.value) AS mean,
     stddev_samp(e.value) AS std,
@@ -545,7 +546,7 @@ ORDER BY ALL
 
 # mt_significance over seeds: how often a configuration differs significantly from full fine-tuning.
 _SIGNIFICANCE = """
-SELECT r.study, r.task, r.method, r.budget, m.metric,
+SELECT r.study, r.task, r.method, r.budget, any_value(r.budget_target) AS budget_target, m.metric,
     count(*) AS n_seeds,
     avg(m.score) AS score_mean, stddev_samp(m.score) AS score_std,
     avg(m.score - m.baseline_score) AS delta_vs_full_mean,
