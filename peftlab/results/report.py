@@ -59,7 +59,7 @@ def markdown_tables(con: duckdb.DuckDBPyConnection, views: Sequence[str] = REPOR
             kind = df["task"].map(lambda t: kinds.get(t) or "other")
             if kind.nunique() > 1:
                 suffix = {k: _KIND_SUFFIX.get(k, k) for k in kind.unique()}
-            groups = [(f"{view}_{suffix[k]}", df[kind == k]) for k in sorted(suffix, key=suffix.get)]
+                groups = [(f"{view}_{suffix[k]}", df[kind == k]) for k in sorted(suffix, key=suffix.get)]
         for title, part in groups:
             if len(part):
                 part = part.loc[:, part.notna().any()]
