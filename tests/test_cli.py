@@ -139,12 +139,15 @@ def test_tables_split_mt_and_nlu_and_filter(tmp_path: Path, capsys: pytest.Captu
     assert mt_head[:5] == nlu_head[:5] == cost_head[:5] == ["study", "task", "method", "budget", "budget_target"]
     assert {"bleu", "chrf", "ter"} <= set(mt_head) and not {"accuracy", "macro_f1"} & set(mt_head)
     assert {"accuracy", "macro_f1"} <= set(nlu_head) and not {"bleu", "chrf", "ter"} & set(nlu_head)
-    assert len(blocks["## method_comparison_mt"]) == 2 + 3  # full x 2 studies, lora 0.01
+    assert len(blocks["## method_comparison_mt"]) == 2 + 3 + 2  # full x 2 studies, lora 0.01; the note
+    # one seed each, none failed: given once below the table, not as columns
+    assert blocks["## method_comparison_mt"][-1].startswith("In every row: n_seeds 1, n_failed 0")
+    assert not {"n_seeds", "n_failed"} & set(mt_head)
     assert main(["tables", "--db", str(tmp_path / "r.duckdb"), "--view", "method_comparison",
                  "--study", "mix", "--task", "en-de"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "## method_comparison, study mix, task en-de"  # one kind left: no split
-    assert lines[2].startswith("| method | budget | budget_target |") and len(lines) == 2 + 2 + 2
+    assert lines[2].startswith("| method | budget | budget_target |") and len(lines) == 2 + 2 + 2 + 2
 
 
 def _study_config(tmp_path: Path) -> Path:

@@ -42,8 +42,8 @@ def markdown_tables(con: duckdb.DuckDBPyConnection, views: Sequence[str] = REPOR
     """{name: Markdown table} of the views, narrowed for reading: rows of `study` / `task` only (a view
     without that column is not filtered), split into one table per task kind (<view>_mt, <view>_nlu) where
     the view has a task column and its rows hold both, identity columns first (study, task, method, budget,
-    budget_target), and columns that are empty in every row of a table, or fixed by the filter, left out.
-    A view with no rows still gets a table."""
+    budget_target), columns that are empty in every row of a table, or fixed by the filter, left out, and
+    columns with one value in every row given once below the table. A view with no rows still gets a table."""
     kinds = dict(con.execute("SELECT DISTINCT task, task_kind FROM runs").fetchall())
     out = {}
     for view in views:
@@ -64,7 +64,15 @@ def markdown_tables(con: duckdb.DuckDBPyConnection, views: Sequence[str] = REPOR
             if len(part):
                 part = part.loc[:, part.notna().any()]
             rows = [[None if _missing(v) else v for v in r] for r in part.itertuples(index=False)]
-            out[title] = format_table(list(part.columns), rows)
+            columns = list(part.columns)
+            # A column with one value in every row (n_failed 0, latency_merged False) moves below the table as
+            # "name value": the same figures in less width.
+            same = [i for i, c in enumerate(columns) if len(rows) > 1 and c not in _LEAD
+                    and len({_cell(r[i]) for r in rows}) == 1 and rows[0][i] is not None]
+            note = ", ".join(f"{columns[i]} {_cell(rows[0][i])}" for i in same)
+            keep = [i for i in range(len(columns)) if i not in same]
+            table = format_table([columns[i] for i in keep], [[r[i] for i in keep] for r in rows])
+            out[title] = f"{table}\n\nIn every row: {note}" if note else table
     return out
 
 
