@@ -40,3 +40,33 @@ def load_yaml(path: str | Path) -> object:
     """A YAML file's content; DuplicateKeyError names the file, line and key of a repeated key."""
     with open(path, encoding="utf-8") as f:
         return yaml.load(f, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def load_study_config(path: str | Path, schema_path: str | Path) -> dict:
+    """A study config read strictly and validated against `schema_path` with the schema's defaults filled in,
+    as Snakemake's `validate` does for the workflow, so tools outside Snakemake see the same grid.
+
+    jsonschema, rather than snakemake.utils, because peftlab never imports snakemake.
+    """
+    import jsonschema
+
+    config = load_yaml(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: a study config must be a mapping, found {type(config).__name__}")
+    schema = load_yaml(schema_path)
+    base = jsonschema.validators.validator_for(schema)
+
+    def set_defaults(validator, properties, instance, schema):  # noqa: ANN001 - jsonschema's keyword signature
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub:
+                    instance.setdefault(name, sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    validator = jsonschema.validators.extend(base, {"properties": set_defaults})(schema)
+    try:
+        validator.validate(config)
+    except jsonschema.ValidationError as error:
+        where = "/".join(map(str, error.absolute_path)) or "(top level)"
+        raise ValueError(f"{path}: config error at {where}: {error.message}") from None
+    return config

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -139,8 +140,36 @@ def load_model(path: str, kind: str, spec: dict | None = None, num_labels: int |
     if kind == "translation":
         return AutoModelForSeq2SeqLM.from_pretrained(path, **kwargs)
     if kind == "classification":
-        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, **kwargs)
+        return _load_classifier(path, num_labels, kwargs)
     raise ModelError(f"unknown task kind {kind!r}")
+
+
+def _load_classifier(path: str, num_labels: int | None, kwargs: dict) -> PreTrainedModel:
+    """A sequence classifier whose freshly initialised head goes unreported: transformers logs a load report
+    (a warning) for its missing weights on every load, one per job, which is expected and says nothing. The
+    report is held back and logged as it was only when the load found anything else: missing weights in the
+    encoder, unexpected or mismatched keys."""
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" not in record.getMessage():
+            return True
+        held.append(record)
+        return False
+
+    report_logger.addFilter(hold)
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, output_loading_info=True, **kwargs)
+    finally:
+        report_logger.removeFilter(hold)
+    # The head is everything outside the base model's submodule (e.g. `classifier.*` beside `bert.*`).
+    head_only = all(not k.startswith(f"{model.base_model_prefix}.") for k in info["missing_keys"])
+    if not (head_only and not info["unexpected_keys"] and not info["mismatched_keys"]):
+        for record in held:
+            report_logger.handle(record)
+    return model
 
 
 def model_identity(path: str, spec: dict) -> str:

@@ -309,6 +309,19 @@ def discard_checkpoints(folder: Path) -> None:
         folder.rmdir()
 
 
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
+def progress(step: int, max_steps: int, elapsed_s: float, call_s: float, call_steps: int) -> str:
+    """"step 100/2000 (5%)  elapsed 0:00:12  eta<=0:03:48" for the job log. The rate is this invocation's
+    (`call_steps` steps, including dev evaluations, in `call_s` seconds: a resumed run's earlier steps ran
+    elsewhere); the ETA is to max_steps, an upper bound when early stopping ends the run sooner."""
+    eta = _clock((max_steps - step) * call_s / call_steps) if call_steps else "?"
+    return f"step {step}/{max_steps} ({100 * step // max_steps}%)  elapsed {_clock(elapsed_s)}  eta<={eta}"
+
+
 def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], cfg: TrainConfig, *,
           pad_id: int, checkpoint_dir: Path, run_key: str, log_path: Path | None = None,
           device: str = "cpu", stop_after_steps: int | None = None) -> dict:
@@ -387,8 +400,9 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
                     ckpt.save_best(model)
                 else:
                     state["bad_evals"] += 1
-                log.info("step %d  train %.4f  dev %.4f  best %.4f@%d  %.0fs", step, point["train_loss"],
-                         dev_loss, state["best_dev"], state["best_step"], elapsed)
+                log.info("%s  train %.4f  dev %.4f  best %.4f@%d", progress(
+                    step, cfg.max_steps, elapsed, time.perf_counter() - started, steps_this_call),
+                    point["train_loss"], dev_loss, state["best_dev"], state["best_step"])
                 if log_file:
                     log_file.write(json.dumps(point) + "\n")
                     log_file.flush()

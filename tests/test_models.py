@@ -1,5 +1,7 @@
 """Building the demo's base model: a joint vocabulary with single-token language tags, a tied Marian."""
 
+import logging
+
 import pytest
 import torch
 
@@ -74,3 +76,35 @@ def test_the_vocabulary_is_the_same_in_every_build(tmp_path):
     first = build("a")
     assert "tokenizer.json" in first
     assert build("b") == first
+
+
+def _tiny_bert(folder, drop: str | None = None) -> None:
+    """A random BertModel checkpoint (encoder only, no head); `drop` removes one of its weights."""
+    from safetensors.torch import load_file, save_file
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(folder)
+    if drop is not None:
+        weights = load_file(folder / "model.safetensors")
+        del weights[drop]
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def test_classifier_head_loads_quietly_but_a_missing_encoder_weight_is_reported(tmp_path, caplog):
+    from peftlab.models import load_model
+
+    def reports() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "LOAD REPORT" in r.getMessage()]
+
+    _tiny_bert(tmp_path / "whole")
+    with caplog.at_level(logging.WARNING):
+        model = load_model(str(tmp_path / "whole"), "classification", num_labels=3)
+    assert model.classifier.out_features == 3
+    assert reports() == []  # only the new head was missing: expected, not reported
+
+    _tiny_bert(tmp_path / "broken", drop="encoder.layer.0.output.dense.weight")
+    with caplog.at_level(logging.WARNING):
+        load_model(str(tmp_path / "broken"), "classification", num_labels=3)
+    [report] = reports()
+    assert "bert.encoder.layer.0.output.dense.weight" in report and "MISSING" in report

@@ -32,13 +32,55 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
-def markdown_tables(con: duckdb.DuckDBPyConnection, views: Sequence[str] = REPORT_VIEWS) -> dict[str, str]:
-    """{view: Markdown table of all its rows}."""
+# Identity columns lead every table in this order, whatever the view's own order.
+_LEAD = ("study", "task", "method", "budget", "budget_target")
+_KIND_SUFFIX = {"translation": "mt", "classification": "nlu"}
+
+
+def markdown_tables(con: duckdb.DuckDBPyConnection, views: Sequence[str] = REPORT_VIEWS, *,
+                    study: str | None = None, task: str | None = None) -> dict[str, str]:
+    """{name: Markdown table} of the views, narrowed for reading: rows of `study` / `task` only (a view
+    without that column is not filtered), split into one table per task kind (<view>_mt, <view>_nlu) where
+    the view has a task column and its rows hold both, identity columns first (study, task, method, budget,
+    budget_target), columns that are empty in every row of a table, or fixed by the filter, left out, and
+    columns with one value in every row given once below the table. A view with no rows still gets a table."""
+    kinds = dict(con.execute("SELECT DISTINCT task, task_kind FROM runs").fetchall())
     out = {}
     for view in views:
-        cur = con.execute(f"SELECT * FROM {view}")
-        out[view] = format_table([d[0] for d in cur.description], cur.fetchall())
+        df = con.execute(f"SELECT * FROM {view}").df()
+        if study is not None and "study" in df:
+            df = df[df["study"] == study]
+        if task is not None and "task" in df:
+            df = df[df["task"] == task]
+        fixed = {c for c, v in (("study", study), ("task", task)) if v is not None}  # said in the title
+        df = df[[c for c in _LEAD if c in df and c not in fixed] + [c for c in df if c not in _LEAD]]
+        groups = [(view, df)]
+        if "task" in df and len(df):
+            kind = df["task"].map(lambda t: kinds.get(t) or "other")
+            if kind.nunique() > 1:
+                suffix = {k: _KIND_SUFFIX.get(k, k) for k in kind.unique()}
+                groups = [(f"{view}_{suffix[k]}", df[kind == k]) for k in sorted(suffix, key=suffix.get)]
+        for title, part in groups:
+            if len(part):
+                part = part.loc[:, part.notna().any()]
+            rows = [[None if _missing(v) else v for v in r] for r in part.itertuples(index=False)]
+            columns = list(part.columns)
+            # A column with one value in every row (n_failed 0, latency_merged False) moves below the table as
+            # "name value": the same figures in less width.
+            same = [i for i, c in enumerate(columns) if len(rows) > 1 and c not in _LEAD
+                    and len({_cell(r[i]) for r in rows}) == 1 and rows[0][i] is not None]
+            note = ", ".join(f"{columns[i]} {_cell(rows[0][i])}" for i in same)
+            keep = [i for i in range(len(columns)) if i not in same]
+            table = format_table([columns[i] for i in keep], [[r[i] for i in keep] for r in rows])
+            out[title] = f"{table}\n\nIn every row: {note}" if note else table
     return out
+
+
+def _missing(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):  # lists, dicts: never missing
+        return False
 
 
 def _slug(*parts: str) -> str:
