@@ -21,7 +21,7 @@ from torch import nn
 
 from peftlab.atomic import follow_umask, replace_dir
 
-from .families import HEAD_NAMES, family_of, is_fixed_table
+from .families import family_of, head_names, is_fixed_table
 from .registry import MethodConfig, MethodError, get_method, make_method_config
 from .wrapping import MethodLayer
 
@@ -172,7 +172,7 @@ def _has_wrappers(model: nn.Module) -> bool:
 def task_heads(model: nn.Module) -> list[nn.Module]:
     """The classification head(s) of a *For<Task> model (direct children named as in HEAD_NAMES)."""
     hf = model.get_base_model() if isinstance(model, PeftModel) else model
-    return [m for name in HEAD_NAMES if isinstance(m := getattr(hf, name, None), nn.Module)]
+    return [getattr(hf, name) for name in head_names(hf)]
 
 
 def added_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -240,7 +240,7 @@ def save_peft_format(model: nn.Module, cfg: MethodConfig, out_dir: str | os.Path
         (tmp / "README.md").unlink(missing_ok=True)  # a generated model card: not part of the method
     else:
         config = copy.deepcopy(model.peft_config["default"])
-        heads = [name for name in HEAD_NAMES if isinstance(getattr(model, name, None), nn.Module)]
+        heads = head_names(model)
         if heads:
             config.task_type, config.modules_to_save = TaskType.SEQ_CLS, heads
         elif model.config.is_encoder_decoder:

@@ -104,8 +104,18 @@ FAMILIES: dict[str, Family] = {
 
 # Task heads are direct children of the *For<Task> model under one of these names; every method trains them
 # and the counting convention leaves them out of the budget.
+HEAD_NAMES = ("classifier", "classification_head", "score", "qa_outputs")
 # DeBERTa's `pooler` sits beside its classifier (BERT's is inside `bert`) and feeds only it: part of the head.
-HEAD_NAMES = ("classifier", "classification_head", "score", "qa_outputs", "pooler")
+# A bare encoder's own pooler (BertModel.pooler, no head beside it) is not.
+HEAD_COMPANIONS = ("pooler",)
+
+
+def head_names(model: nn.Module) -> list[str]:
+    """The names of a model's task-head children (HEAD_NAMES, plus HEAD_COMPANIONS when a head is there)."""
+    from torch import nn
+
+    heads = [name for name in HEAD_NAMES if isinstance(getattr(model, name, None), nn.Module)]
+    return heads + [name for name in HEAD_COMPANIONS if heads and isinstance(getattr(model, name, None), nn.Module)]
 
 
 def family_of(model: nn.Module) -> Family:
