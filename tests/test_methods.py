@@ -432,7 +432,10 @@ def test_a_corrupted_method_file_is_refused(tmp_path) -> None:
     _train(model, example_batch(model), steps=1)
     sha256 = save_method(model, cfg, tmp_path)
     weights, config_file = tmp_path / "method.safetensors", tmp_path / "method_config.json"
-    assert sha256 == {weights.name: _sha256(weights), config_file.name: _sha256(config_file)}
+    assert {k: v for k, v in sha256.items() if "/" not in k} == {weights.name: _sha256(weights),
+                                                                config_file.name: _sha256(config_file)}
+    assert {k: _sha256(tmp_path / k) for k in sha256 if k.startswith("peft/")} == {  # peft's copy of a LoRA
+        k: v for k, v in sha256.items() if k.startswith("peft/")}
     original = weights.read_bytes()
     data = bytearray(original)
     for i in range(len(data) - 64, len(data), 4):  # tensor bytes at the end of the file, not the header
@@ -508,15 +511,17 @@ def test_lora_scale_and_dropout_reach_peft(family: str, scaling: str | None, alp
     a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
     torch.testing.assert_close(layer(x), layer.get_base_layer()(x) + scale * x @ a.T @ b.T)
     # the run records the resolved scaling and the effective scale; loading checks them
-    save_method(model, cfg, tmp_path)
+    sha256 = save_method(model, cfg, tmp_path)
     saved = json.loads((tmp_path / "method_config.json").read_text())
     assert saved["scaling"] == (scaling or "rslora") and saved["alpha"] == cfg.alpha
     assert saved["derived"]["scale"] == pytest.approx(scale)
-    load_method(tiny_model(family, "classification" if family == "bert" else "seq2seq"), tmp_path)
+    load_method(tiny_model(family, "classification" if family == "bert" else "seq2seq"), tmp_path, sha256)
     saved["derived"]["scale"] = 99.0
-    (tmp_path / "method_config.json").write_text(json.dumps(saved))
-    with pytest.raises(MethodError, match="derived values"):
-        load_method(tiny_model(family, "classification" if family == "bert" else "seq2seq"), tmp_path)
+    config_file = tmp_path / "method_config.json"
+    config_file.write_text(json.dumps(saved))
+    with pytest.raises(MethodError, match="derived values"):  # checksums that match the edit: the scale check
+        load_method(tiny_model(family, "classification" if family == "bert" else "seq2seq"), tmp_path,
+                    sha256 | {config_file.name: _sha256(config_file)})
 
 
 def test_lora_rejects_unknown_scaling() -> None:
