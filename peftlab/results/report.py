@@ -83,7 +83,8 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
     qvb = con.execute(f"SELECT * FROM quality_vs_budget WHERE quality_mean IS NOT NULL{only}", args).df()
     par = con.execute(
         "SELECT p.*, q.n_seeds FROM pareto p LEFT JOIN quality_vs_budget q USING (study, task, method, budget) "
-        "WHERE p.quality IS NOT NULL AND p.latency_ratio_b1 IS NOT NULL" + ("" if study is None else " AND p.study = $study"),
+        "WHERE p.quality IS NOT NULL AND p.latency_ratio_b1 IS NOT NULL"
+        + ("" if study is None else " AND p.study = $study"),
         args).df()
     methods = sorted(set(qvb["method"]) | set(par["method"]))
     colour = {m: OKABE_ITO[i % len(OKABE_ITO)] for i, m in enumerate(methods)}
@@ -197,7 +198,8 @@ def best_by_budget(con: duckdb.DuckDBPyConnection, study: str) -> pd.DataFrame:
     for (task, budget), g in q.groupby(["task", "budget"], sort=False):
         g = g.sort_values("quality_mean", ascending=False)
         top = g.iloc[0]
-        rows.append({"task": task, "budget": "none (no size knob)" if budget == "none" else f"{100 * float(budget):.3g}%",
+        shown = "none (no size knob)" if budget == "none" else f"{100 * float(budget):.3g}%"
+        rows.append({"task": task, "budget": shown,
                      "budget_target": top["budget_target"], "best method": top["method"],
                      "metric": top["quality_metric"], "mean": top["quality_mean"], "std": top["quality_std"],
                      "seeds": top["n_seeds"], "vs full (paired by seed)": top["delta_vs_full_mean"],
