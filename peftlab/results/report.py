@@ -174,6 +174,7 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
 
 
 def _html_table(df: pd.DataFrame) -> str:
+    df = df.apply(lambda c: c.fillna("") if c.dtype == object else c)  # to_html's na_rep misses None
     return df.to_html(index=False, na_rep="", border=0, classes="peftlab", float_format=lambda v: f"{v:.4g}",
                       escape=True)
 
