@@ -183,7 +183,8 @@ _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>
 body {{ font-family: system-ui, sans-serif; font-size: 14px; margin: 1em; color: #222; }}
 table.peftlab {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
-table.peftlab th, table.peftlab td {{ padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; }}
+table.peftlab th, table.peftlab td {{ padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right;
+    white-space: nowrap; }}
 table.peftlab th {{ background: #f3f3f3; position: sticky; top: 0; }}
 img {{ max-width: 100%; }} .note {{ color: #555; max-width: 60em; }}
 </style></head><body>
