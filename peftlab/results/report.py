@@ -57,8 +57,14 @@ def _percent(x: float, _pos: Any = None) -> str:
 def _seeds_label(n_seeds: Sequence[int]) -> str:
     """What a point is: the mean over how many seeds, and what its bars are (none with one seed)."""
     lo, hi = int(min(n_seeds)), int(max(n_seeds))
-    n = f"{lo}" if lo == hi else f"{lo}-{hi}"
-    return f"mean over {n} seed{'s' if hi > 1 else ''}" + (", bars ±1 std" if hi > 1 else ", no spread with 1 seed")
+    if hi == 1:
+        return "1 seed: no spread"
+    n = f"{lo}" if lo == hi else f"{lo}-{hi} (n at points)"
+    return f"mean over {n} seeds, ±1 std"
+
+
+def _n(row: Any, vary: bool) -> str:
+    return f" n={int(row['n_seeds'])}" if vary else ""
 
 
 def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
@@ -74,7 +80,14 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import (
+        FuncFormatter,
+        LogLocator,
+        MaxNLocator,
+        NullFormatter,
+        PercentFormatter,
+        ScalarFormatter,
+    )
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +95,8 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
     args = {} if study is None else {"study": study}
     qvb = con.execute(f"SELECT * FROM quality_vs_budget WHERE quality_mean IS NOT NULL{only}", args).df()
     par = con.execute(
-        "SELECT p.*, q.n_seeds FROM pareto p LEFT JOIN quality_vs_budget q USING (study, task, method, budget) "
+        "SELECT p.*, q.n_seeds, q.quality_std FROM pareto p "
+        "LEFT JOIN quality_vs_budget q USING (study, task, method, budget) "
         "WHERE p.quality IS NOT NULL AND p.latency_ratio_b1 IS NOT NULL"
         + ("" if study is None else " AND p.study = $study"),
         args).df()
@@ -111,25 +125,36 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
     for (study_, task), df in qvb.groupby(["study", "task"], sort=True):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         df = df.assign(x=100 * df["realised_fraction"].fillna(df["budget_target"]))
+        vary = df["n_seeds"].nunique() > 1
+        metric, n_seeds = df["quality_metric"].iloc[0], df["n_seeds"]
         points = []
+        # A model that trains nothing (the un-adapted base) has no place on a log axis: a reference line.
+        for _, row in df[~(df["x"] > 0)].iterrows():
+            ax.axhline(row["quality_mean"], linestyle=":", color=colour[row["method"]],
+                       label=f"{row['method']} (nothing trained)")
+        df = df[df["x"] > 0]
         for method, m in df.groupby("method"):
             m = m.sort_values("x")
             knobbed = m["budget_target"].notna().all()
             ax.errorbar(m["x"], m["quality_mean"], yerr=m["quality_std"].fillna(0), marker=marker[method],
                         linestyle="-" if knobbed and len(m) > 1 else "none", capsize=3, color=colour[method],
                         label=method if knobbed else f"{method} (no size knob)", zorder=3)
-            last = m.iloc[-1]
-            points.append((method, last["x"], last["quality_mean"], colour[method]))
+            for i, (_, row) in enumerate(m.iterrows()):
+                if vary or i == len(m) - 1:  # the method's name once, at its largest budget
+                    text = (method if i == len(m) - 1 else "") + _n(row, vary)
+                    points.append((text.strip(), row["x"], row["quality_mean"], colour[method]))
         label_points(ax, points)
-        xs = df["x"].dropna()
-        if (xs > 0).all() and xs.max() / xs.min() > 10:
+        xs = df["x"]
+        if len(xs) and xs.max() / xs.min() > 10:
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(base=10))  # decades only: labels never collide
             ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.xaxis.set_major_formatter(FuncFormatter(_percent))
+            ax.xaxis.set_major_formatter(FuncFormatter(_percent))
+        else:  # decimals follow the axis range, so close ticks do not print the same label
+            ax.xaxis.set_major_formatter(PercentFormatter(xmax=100, decimals=None))
         ax.margins(x=0.12, y=0.12)
         ax.set(xlabel="trainable parameters, % of the base model (realised)",
-               ylabel=f"{df['quality_metric'].iloc[0]} ({_seeds_label(df['n_seeds'])})", title=f"{study_}: {task}")
+               ylabel=f"{metric} ({_seeds_label(n_seeds)})", title=f"{study_}: {task}")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
         save(fig, _slug("quality_vs_budget", study_, task))
@@ -139,11 +164,14 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
     for (study_, task), df in par.groupby(["study", "task"], sort=True):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         points = []
+        vary = df["n_seeds"].nunique() > 1
         for method, m in df.groupby("method"):
             ax.errorbar(m["latency_ratio_b1"], m["quality"], xerr=(m["latency_ratio_b1"] * m["latency_ratio_cv_b1"])
-                        .fillna(0), fmt=marker[method], capsize=3, color=colour[method], label=method, zorder=3)
+                        .fillna(0), yerr=m["quality_std"].fillna(0), fmt=marker[method], capsize=3,
+                        color=colour[method], label=method, zorder=3)
             for _, row in m.iterrows():
                 text = method if row["budget"] == "none" else f"{method} {100 * float(row['budget']):.3g}%"
+                text += _n(row, vary)
                 points.append((text, row["latency_ratio_b1"], row["quality"], colour[method]))
         label_points(ax, points)
         # The 2-D front: walking from fastest to slowest, keep each point better than all faster ones.
@@ -159,12 +187,12 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
         ax.scatter(on3["latency_ratio_b1"], on3["quality"], s=140, facecolors="none", edgecolors="black",
                    label="front incl. params", zorder=4)
         ax.axvline(1.0, linestyle=":", color="grey", linewidth=1, label="base model")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:.3g}×"))
-        ax.margins(x=0.15, y=0.12)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+        ax.xaxis.set_major_formatter(ScalarFormatter(useOffset=False))  # enough decimals to tell ticks apart
+        ax.margins(x=0.2, y=0.12)  # room for the labels of the outermost points
         ax.grid(True, alpha=0.3)
-        ax.set(xlabel="latency / base model, batch 1 (LoRA, IA3 merged; bars ±1 std of the repeats)",
-               ylabel=f"{df['quality_metric'].iloc[0]} ({_seeds_label(df['n_seeds'].fillna(1))})".replace(
-                   "bars ±1 std", "no quality bars"),
+        ax.set(xlabel="latency / base model (×), batch 1 (LoRA, IA3 merged; bars ±1 std of the repeats)",
+               ylabel=f"{df['quality_metric'].iloc[0]} ({_seeds_label(df['n_seeds'])})",
                title=f"{study_}: {task}")
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
         save(fig, _slug("pareto", study_, task))
