@@ -6,7 +6,8 @@
 # Always: a synthetic study (peftlab/results/synthetic.py: 6 methods incl. knob-less IA3/BitFit, 3 budgets,
 # 3 seeds) -> write_study_report -> OUT_DIR/{summary,table,quality_vs_budget,pareto}.png.
 # With WORKDIR and CONFIG (a copy of the workflow that has finished CONFIG, e.g. config/test.yaml), also
-# `snakemake --report` there -> OUT_DIR/report.html and OUT_DIR/snakemake_report.png (its landing page).
+# `snakemake --report` there -> OUT_DIR/report.html, OUT_DIR/snakemake_report.png (its landing page) and
+# OUT_DIR/snakemake_report_summary.png (after clicking the landing page's summary link).
 # Needs chromium (Debian: apt-get install -y chromium); not part of the CI suite.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,4 +45,14 @@ cp "$study/report/pareto/en-de.png" "$out/pareto.png"
 if [ $# -ge 3 ]; then
     (cd "$2" && snakemake --report "$out/report.html" --report-metadata report/metadata.yaml --configfile "$3")
     shot "$out/report.html" "$out/snakemake_report.png"
+    # one click on the landing page's summary link: the study's summary, shown inline in the report
+    "$py" - "$out/report.html" "$out/report_click.html" <<'PY'
+import sys
+
+html = open(sys.argv[1], encoding="utf-8").read()
+click = "document.querySelector('a[href^=\"javascript:void\"]').click()"
+assert "javascript:void(app.showResultInfo(" in html, "no summary link on the report's landing page"
+open(sys.argv[2], "w", encoding="utf-8").write(html.replace("</body>", f"<script>setTimeout(() => {click}, 500)</script></body>"))
+PY
+    shot "$out/report_click.html" "$out/snakemake_report_summary.png"
 fi
