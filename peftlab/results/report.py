@@ -114,13 +114,23 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
         plt.close(fig)
 
     def label_points(ax: Any, points: list[tuple[str, float, float, str]]) -> None:
-        """Method labels beside their points; points drawn on the same spot share one label."""
+        """Method labels beside their points; points drawn on the same spot share one label, and a label that
+        would overlap an earlier one moves up (call once the axes' scales are set)."""
         spots: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for text, x, y, c in points:
             spots.setdefault((f"{x:.3g}", f"{y:.3g}"), []).append((text, c))
-        for (x, y), texts in spots.items():
-            ax.annotate(", ".join(t for t, _ in texts), (float(x), float(y)), xytext=(5, 4),
-                        textcoords="offset points", fontsize=7, color=texts[0][1] if len(texts) == 1 else "black")
+        ax.autoscale_view()
+        placed: list[tuple[float, float, float]] = []  # (x, y, width) of labels placed, in points
+        to_points = 72 / ax.figure.dpi
+        for (x, y), texts in sorted(spots.items(), key=lambda kv: (float(kv[0][0]), float(kv[0][1]))):
+            text = ", ".join(t for t, _ in texts)
+            px, py = (v * to_points for v in ax.transData.transform((float(x), float(y))))
+            dy = 4.0
+            while any(abs(px - qx) < max(qw, 4.2 * len(text)) and abs(py + dy - qy) < 9 for qx, qy, qw in placed):
+                dy += 9
+            placed.append((px, py + dy, 4.2 * len(text)))
+            ax.annotate(text, (float(x), float(y)), xytext=(5, dy), textcoords="offset points", fontsize=7,
+                        color=texts[0][1] if len(texts) == 1 else "black")
 
     for (study_, task), df in qvb.groupby(["study", "task"], sort=True):
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -143,7 +153,6 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
                 if vary or i == len(m) - 1:  # the method's name once, at its largest budget
                     text = (method if i == len(m) - 1 else "") + _n(row, vary)
                     points.append((text.strip(), row["x"], row["quality_mean"], colour[method]))
-        label_points(ax, points)
         xs = df["x"]
         if len(xs) and xs.max() / xs.min() > 10:
             ax.set_xscale("log")
@@ -153,6 +162,7 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
         else:  # decimals follow the axis range, so close ticks do not print the same label
             ax.xaxis.set_major_formatter(PercentFormatter(xmax=100, decimals=None))
         ax.margins(x=0.12, y=0.12)
+        label_points(ax, points)
         ax.set(xlabel="trainable parameters, % of the base model (realised)",
                ylabel=f"{metric} ({_seeds_label(n_seeds)})", title=f"{study_}: {task}")
         ax.grid(True, which="major", alpha=0.3)
@@ -173,7 +183,6 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
                 text = method if row["budget"] == "none" else f"{method} {100 * float(row['budget']):.3g}%"
                 text += _n(row, vary)
                 points.append((text, row["latency_ratio_b1"], row["quality"], colour[method]))
-        label_points(ax, points)
         # The 2-D front: walking from fastest to slowest, keep each point better than all faster ones.
         front, best = [], -math.inf
         for _, row in df.sort_values(["latency_ratio_b1", "quality"], ascending=[True, False]).iterrows():
@@ -190,6 +199,7 @@ def write_plots(con: duckdb.DuckDBPyConnection, out_dir: Path | str,
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
         ax.xaxis.set_major_formatter(ScalarFormatter(useOffset=False))  # enough decimals to tell ticks apart
         ax.margins(x=0.2, y=0.12)  # room for the labels of the outermost points
+        label_points(ax, points)
         ax.grid(True, alpha=0.3)
         ax.set(xlabel="latency / base model (×), batch 1 (LoRA, IA3 merged; bars ±1 std of the repeats)",
                ylabel=f"{df['quality_metric'].iloc[0]} ({_seeds_label(df['n_seeds'])})",
@@ -227,15 +237,18 @@ def best_by_budget(con: duckdb.DuckDBPyConnection, study: str) -> pd.DataFrame:
     rows = []
     for (task, budget), g in q.groupby(["task", "budget"], sort=False):
         g = g.sort_values("quality_mean", ascending=False)
-        top = g.iloc[0]
+        n_methods, top = len(g), g.iloc[0]
+        tied = g[g["quality_mean"] == top["quality_mean"]]  # a tie names every method that shares the best mean
+        g = pd.concat([tied.head(1), g[g["quality_mean"] < top["quality_mean"]]])
+        best = top["method"] if len(tied) == 1 else "tie: " + ", ".join(tied["method"])
         shown = "none (no size knob)" if budget == "none" else f"{100 * float(budget):.3g}%"
         rows.append({"task": task, "budget": shown,
-                     "budget_target": top["budget_target"], "best method": top["method"],
+                     "budget_target": top["budget_target"], "best method": best,
                      "metric": top["quality_metric"], "mean": top["quality_mean"], "std": top["quality_std"],
                      "seeds": top["n_seeds"], "vs full (paired by seed)": top["delta_vs_full_mean"],
                      "runner-up": g.iloc[1]["method"] if len(g) > 1 else "",
                      "runner-up mean": g.iloc[1]["quality_mean"] if len(g) > 1 else None,
-                     "methods compared": len(g)})
+                     "methods compared": n_methods})
     df = pd.DataFrame(rows)
     if df.empty:
         return df
