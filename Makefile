@@ -37,5 +37,5 @@ clean:
 	rm -rf results logs .snakemake
 
 report: setup
-	PATH=$(abspath $(BIN)):$$PATH snakemake --report report.html
+	PATH=$(abspath $(BIN)):$$PATH snakemake --report report.html --report-metadata report/metadata.yaml
 	@echo "open report.html in a browser"

@@ -27,5 +27,4 @@ report: "report/workflow.rst"
 rule all:
     input:
         f"results/{STUDY}/aggregate.json",
-        f"results/{STUDY}/report/plots",
-        f"results/{STUDY}/report/tables",
+        f"results/{STUDY}/report/summary.html",

@@ -181,6 +181,44 @@ def test_pareto_front(db: tuple[Path, list[Path]]) -> None:
     assert got[got["method"] == "full"]["on_front"].all()
 
 
+def test_study_report_tables_are_html_and_empty_views_are_left_out(db: tuple[Path, list[Path]],
+                                                                   tmp_path: Path) -> None:
+    from io import StringIO
+
+    from peftlab.results.report import write_study_report
+    from peftlab.results.schema import REPORT_VIEWS
+
+    db_path, _ = db
+    write_study_report(db_path, "demo", tmp_path)
+    # one plot per task and kind, named by task (the report's label)
+    assert sorted(p.name for p in (tmp_path / "quality_vs_budget").glob("*.png")) == ["en-de.png", "en-fi.png"]
+    assert sorted(p.name for p in (tmp_path / "pareto").glob("*.png")) == ["en-de.png", "en-fi.png"]
+    # the synthetic grid has no sparse or CoDA family, no translation significance tests, no claims and no
+    # study_tasks: those five views are empty for it and get no page
+    pages = {p.stem: p.read_text() for p in (tmp_path / "tables").iterdir()}
+    assert set(pages) == set(REPORT_VIEWS) - {"sparse_vs_dense", "coda_speedup", "significance", "reproduction",
+                                              "quality_by_distance"}
+    for view, page in pages.items():
+        assert page.startswith("<!DOCTYPE html>")
+        expected = query(db_path, f"SELECT * FROM {view} WHERE study = 'demo'").drop(columns="study")
+        [table] = pd.read_html(StringIO(page), flavor="lxml", keep_default_na=False,
+                               converters={c: str for c in expected.columns})
+        assert list(table.columns) == list(expected.columns) and len(table) == len(expected), view
+        for column in expected.columns:  # the same rows, floats to the 4 significant digits shown
+            want, got = expected[column], table[column]
+            if pd.api.types.is_float_dtype(want):
+                assert all((math.isnan(w) and g == "") or math.isclose(w, float(g), rel_tol=1e-3, abs_tol=1e-9)
+                           for w, g in zip(want, got, strict=True)), (view, column)
+            else:
+                assert [("" if v is None or v != v else str(v)) for v in want] == list(got), (view, column)
+    # summary: by the synthetic model, adapters lose least per decade of budget, full fine-tuning is best
+    [best, *_] = pd.read_html(StringIO((tmp_path / "summary.html").read_text()), flavor="lxml")
+    assert [(r.task, r.budget, r._3) for r in best.itertuples()] == [
+        (t, b, "full" if b.startswith("none") else "adapter") for t in ("en-de", "en-fi")
+        for b in ("none (no size knob)", "1%", "10%")]
+    assert "data:image/png;base64," in (tmp_path / "summary.html").read_text()  # the Pareto plots, embedded
+
+
 def test_training_cost_and_seed_spread(db: tuple[Path, list[Path]]) -> None:
     db_path, _ = db
     cost = query(db_path, "SELECT * FROM training_cost").set_index(["task", "method", "budget"])
