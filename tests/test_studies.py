@@ -7,6 +7,7 @@ few hundred jobs) to ~35 s (4,000 jobs) each; they are marked `workflow` like th
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import subprocess
@@ -123,6 +124,34 @@ def test_planning_a_study_imports_no_torch(tmp_path):
     env = {**os.environ, **OFFLINE, "HF_HUB_CACHE": str(tmp_path)}  # an empty cache: nothing is known
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_replan_reuses_passed_budget_checks(tmp_path):
+    """A built or packaged model's architecture is known at plan time, so the budget check imports torch; a
+    replan of the same study (a no-op rerun) reads the checks that passed instead and imports none, while a
+    budget that fails is solved (and fails) on every plan."""
+    cache = tmp_path / "budget-checks.json"
+    config = load(REPO / "config" / "test.yaml")
+    unreachable = copy.deepcopy(config)
+    unreachable["grid"]["budgets"] = [0.9]  # no method entry of the test grid reaches 90% of the model
+    with pytest.raises(ValueError, match="budget"):
+        grid.check_config(unreachable, budget_cache=cache)
+    grid.check_config(config, budget_cache=cache)  # solved here (torch is imported by this module anyway)
+    code = (
+        "import sys, yaml\n"
+        "from pathlib import Path\n"
+        "from snakemake.utils import validate\n"
+        "from peftlab import grid\n"
+        f"config = yaml.safe_load(open({str(REPO / 'config' / 'test.yaml')!r}))\n"
+        f"validate(config, {str(REPO / 'config' / 'schema.yaml')!r})\n"
+        f"grid.check_config(config, budget_cache=Path({str(cache)!r}))\n"
+        "print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **OFFLINE}, cwd=REPO,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    with pytest.raises(ValueError, match="budget"):
+        grid.check_config(unreachable, budget_cache=cache)  # a failure is never remembered as passed
 
 
 def test_every_hub_model_has_a_known_architecture(study):
