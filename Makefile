@@ -24,7 +24,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 demo: setup
 	PATH=$(abspath $(BIN)):$$PATH snakemake --profile profiles/local --cores $(CORES)
-	$(BIN)/peftlab tables --db results/results.duckdb --view method_comparison --view training_cost
+	$(BIN)/peftlab tables --db results/results.duckdb --view method_comparison --view training_cost --view reproduction
 	@echo "more: $(BIN)/peftlab tables (all study views), $(BIN)/peftlab query 'SELECT ...', make report"
 
 test: setup

@@ -185,8 +185,12 @@ def hub_config_cached(spec: dict) -> bool:
     return _hub_file(spec, "config.json") is not None
 
 
-def check_config(config: dict) -> None:
-    """Every semantic check that needs no weights and no network; raises ConfigError naming the problem."""
+def check_config(config: dict, budget_cache: Path | None = None) -> None:
+    """Every semantic check that needs no weights and no network; raises ConfigError naming the problem.
+
+    budget_cache: a JSON file of budget checks already passed (see check_budgets), so a no-op replan of a
+    study whose architectures are known locally imports no torch.
+    """
     grid, tasks, methods = config["grid"], config["tasks"], config["methods"]
     study = config["study"]
     if not isinstance(study, str) or not STUDY_NAME.fullmatch(study):
@@ -249,7 +253,7 @@ def check_config(config: dict) -> None:
     check_training(config)
     check_families(config)
     check_scorers(config)
-    check_budgets(config)
+    check_budgets(config, budget_cache)
 
 
 def check_scorers(config: dict) -> None:
@@ -416,13 +420,22 @@ def _dataset_cached(dataset: str, hub_cache: str | Path | None, datasets_cache: 
     return (processed / dataset.replace("/", "___")).is_dir()
 
 
-def check_budgets(config: dict) -> None:
+def check_budgets(config: dict, cache: Path | None = None) -> None:
     """Solve every (model, method, budget) once at DAG time, so a budget that is unreachable, or reachable only
-    further off than the entry's budget_tolerance, fails now (the train job solves it again the same way)."""
-    seen = set()
+    further off than the entry's budget_tolerance, fails now (the train job solves it again the same way).
+
+    `cache` remembers the checks that passed, keyed by everything the solution depends on (the architecture's
+    spec or config.json, the task kind, the method and its options, the budget and its tolerance, the methods'
+    code and the torch/transformers/peft versions): solving needs torch (seconds to import), a replan of the
+    same study then needs none. Failures are never cached, so a bad budget fails on every plan.
+    """
+    import hashlib
+
+    passed = _read_budget_cache(cache)
+    seen, solved = set(), set()
     for task in config["grid"]["tasks"]:
         model_name, kind = config["tasks"][task]["base_model"], config["tasks"][task]["kind"]
-        model = None
+        model, arch_key = None, _architecture_key(config, model_name, kind) if cache is not None else None
         for method in config["grid"]["methods"]:
             if not runs_on(config, method, task):
                 continue
@@ -432,6 +445,13 @@ def check_budgets(config: dict) -> None:
                 if budget == NO_BUDGET or key in seen:
                     continue
                 seen.add(key)
+                check_key = None if arch_key is None else hashlib.sha256(json.dumps(
+                    [arch_key, entry["method"], entry.get("options", {}), float(budget),
+                     budget_tolerance(config, method)],
+                    sort_keys=True, default=str).encode()).hexdigest()
+                if check_key is not None and check_key in passed:
+                    solved.add(check_key)
+                    continue
                 model = model if model is not None else architecture_on_meta(config, model_name, kind)
                 if model is None:
                     log.info("budget of %s on %s is checked when its job starts (model not cached)", method, model_name)
@@ -443,6 +463,44 @@ def check_budgets(config: dict) -> None:
                                  budget_tolerance(config, method))
                 except BudgetError as err:
                     raise ConfigError(f"methods.{method} on base model {model_name} (task {task}): {err}") from None
+                if check_key is not None:
+                    solved.add(check_key)
+    if cache is not None and solved - passed:
+        from peftlab.atomic import write_json
+
+        write_json({"passed": sorted(passed | solved)}, cache)
+
+
+def _read_budget_cache(cache: Path | None) -> set[str]:
+    if cache is None or not cache.exists():
+        return set()
+    try:
+        return set(json.loads(cache.read_text()).get("passed", []))
+    except (ValueError, AttributeError):
+        return set()  # a damaged cache only costs a re-solve
+
+
+def _architecture_key(config: dict, model_name: str, kind: str) -> str | None:
+    """What a base model's meta architecture depends on, read without torch; None: not knowable offline."""
+    import importlib.metadata
+
+    from peftlab.provenance import code_fingerprint
+
+    spec = config["base_models"][model_name]
+    if spec["source"] == "build":
+        arch = json.dumps(spec["build"], sort_keys=True)
+    else:
+        try:
+            found = (_hub_file(spec, "config.json") if spec["source"] == "hub"
+                     else str(Path(resolve_model_path(spec)) / "config.json"))
+        except ModelError:
+            return None  # architecture_on_meta names the problem
+        if found is None or not Path(found).exists():
+            return None
+        arch = Path(found).read_text(encoding="utf-8")
+    versions = [importlib.metadata.version(p) for p in ("torch", "transformers", "peft")]
+    code = code_fingerprint([Path(__file__).parent / "methods", Path(__file__)])
+    return json.dumps([spec["source"], arch, kind, versions, code])
 
 
 def run_key(*parts: object) -> str:

@@ -12,6 +12,7 @@ rule build_tokenizer:
         code=fingerprint("peftlab/models.py"),
     log:
         "logs/{study}/build_tokenizer/{model}.log",
+    priority: 10  # it gates pretrain_base, as corpora do (rules/data.smk)
     conda:
         "../environment.yml"
     script:

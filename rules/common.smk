@@ -28,7 +28,7 @@ validate(config, schema="../config/schema.yaml")
 # budget check alone would import torch, transformers and peft in every job (10-25 s each on SLURM).
 if workflow.is_main_process:
     try:
-        grid.check_config(config)
+        grid.check_config(config, budget_cache=Path(".snakemake/peftlab/budget-checks.json"))
     except ValueError as error:
         raise WorkflowError(f"config error: {error}") from None
 

@@ -10,6 +10,9 @@ rule prepare_corpus:
         code=fingerprint("peftlab/data/clean.py", "peftlab/data/l10n.py", "peftlab/data/sources.py"),
     log:
         "logs/{study}/prepare_corpus/{task}.log",
+    # Corpora, shards and the tokenizer gate pretrain_base (priority 10), which gates every MT run: without
+    # the same priority, ready training jobs of other tasks start first and delay the whole MT branch.
+    priority: 10
     conda:
         "../environment.yml"
     script:
@@ -31,6 +34,7 @@ rule build_shards:
                          "peftlab/languages.py"),
     log:
         "logs/{study}/build_shards/{model}/{task}.log",
+    priority: 10  # as prepare_corpus
     conda:
         "../environment.yml"
     script:

@@ -7,6 +7,7 @@ few hundred jobs) to ~35 s (4,000 jobs) each; they are marked `workflow` like th
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import subprocess
@@ -128,6 +129,34 @@ def test_planning_a_study_imports_no_torch(tmp_path):
     assert out.stdout.strip() == "[]"
 
 
+def test_a_replan_reuses_passed_budget_checks(tmp_path):
+    """A built or packaged model's architecture is known at plan time, so the budget check imports torch; a
+    replan of the same study (a no-op rerun) reads the checks that passed instead and imports none, while a
+    budget that fails is solved (and fails) on every plan."""
+    cache = tmp_path / "budget-checks.json"
+    config = load(REPO / "config" / "test.yaml")
+    unreachable = copy.deepcopy(config)
+    unreachable["grid"]["budgets"] = [0.9]  # no method entry of the test grid reaches 90% of the model
+    with pytest.raises(ValueError, match="budget"):
+        grid.check_config(unreachable, budget_cache=cache)
+    grid.check_config(config, budget_cache=cache)  # solved here (torch is imported by this module anyway)
+    code = (
+        "import sys, yaml\n"
+        "from pathlib import Path\n"
+        "from snakemake.utils import validate\n"
+        "from peftlab import grid\n"
+        f"config = yaml.safe_load(open({str(REPO / 'config' / 'test.yaml')!r}))\n"
+        f"validate(config, {str(REPO / 'config' / 'schema.yaml')!r})\n"
+        f"grid.check_config(config, budget_cache=Path({str(cache)!r}))\n"
+        "print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **OFFLINE}, cwd=REPO,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    with pytest.raises(ValueError, match="budget"):
+        grid.check_config(unreachable, budget_cache=cache)  # a failure is never remembered as passed
+
+
 def test_every_hub_model_has_a_known_architecture(study):
     _, config = study
     assert {spec["id"] for spec in config["base_models"].values()} <= set(ARCHITECTURES)
@@ -197,16 +226,29 @@ def test_expected_figures_name_runs_of_the_study(study):
     """Every claim parses, compares a metric the database has, and each of its selections matches planned runs
     (a typo in a pattern would otherwise leave the claim 'not measured' forever)."""
     path, config = study
-    claims = read_expectations(expected_file(path), config["study"])
+    check_claims_name_runs(expected_file(path), config)
+
+
+def test_demo_expected_figures_name_runs_of_the_demo():
+    """The demo (config/config.yaml) has its seed-paper claims too (`make demo` prints them)."""
+    config = load(REPO / "config" / "config.yaml")
+    check_claims_name_runs(REPO / "config" / "studies" / f"{config['study']}.expected.yaml", config)
+
+
+def check_claims_name_runs(expected: Path, config: dict) -> None:
+    claims = read_expectations(expected, config["study"])
     claims = claims.astype(object).where(claims.notna(), None)  # missing values as None, not NaN
     runs = grid.expand_runs(config)
     has_zero_shot = any(len(config["tasks"][grid.base_name(r.task)].get("eval_languages") or []) > 1 for r in runs)
+    retained = {task for spec in config["base_models"].values()
+                for task in (spec.get("build") or {}).get("pretrain_tasks", [])}  # evaluate's retained pairs
     for claim in claims.itertuples():
         if claim.metric is None:
             continue
         assert claim.metric in METRICS, f"{claim.claim_id}: unknown metric {claim.metric}"
         if claim.subset is not None:
-            assert has_zero_shot, f"{claim.claim_id}: a subset claim in a study without zero-shot test sets"
+            assert has_zero_shot or set(claim.subset.split(",")) <= retained, \
+                f"{claim.claim_id}: a subset claim in a study without zero-shot test sets or retained pairs"
         sides = [("runs", claim.runs_task_re, claim.runs_method_re, claim.runs_budget_re)]
         if claim.statistic != "value":
             sides.append(("baseline", claim.baseline_task_re or claim.runs_task_re, claim.baseline_method_re,
