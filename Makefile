@@ -10,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup demo test lint clean report
+.PHONY: setup demo test test-fast lint clean report
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ demo: setup
 
 test: setup
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+
+# day-to-day tier: unit tests only, no snakemake runs and no SLURM (CI runs `make test`, which has them all)
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not workflow and not slurm"
 
 lint: setup
 	$(BIN)/ruff check peftlab tests workflow_scripts benchmarks

@@ -34,6 +34,34 @@ def run_snakemake(workdir: Path, *args: str, env: dict | None = None, check: boo
     return proc
 
 
+@pytest.fixture
+def local_hub(tmp_path, monkeypatch):
+    """Writes a dataset repository as the hub lays one out (a parquet file per config and split, the configs
+    declared in README.md's YAML) for the real datasets.load_dataset to read, offline; returns its path."""
+    import yaml
+
+    datasets = pytest.importorskip("datasets")
+    for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(flag, "1")
+        monkeypatch.setattr(datasets.config, flag, True)  # datasets reads the variables once, on import
+
+    def write(name: str, tables: dict, features=None) -> str:
+        """tables: {config (None: the only one): {split: {column: values}}}."""
+        root, configs = tmp_path / "hub" / name, []
+        for config, splits in tables.items():
+            files = []
+            for split, columns in splits.items():
+                path = f"{config or 'default'}/{split}.parquet"
+                (root / path).parent.mkdir(parents=True, exist_ok=True)
+                datasets.Dataset.from_dict(columns, features=features).to_parquet(str(root / path))
+                files.append({"split": split, "path": path})
+            configs.append({"config_name": config or "default", "data_files": files})
+        (root / "README.md").write_text(f"---\n{yaml.safe_dump({'configs': configs})}---\n")
+        return str(root)
+
+    return write
+
+
 @pytest.fixture(scope="session")
 def local_study(tmp_path_factory) -> Path:
     """A copy of the repo with the test study run to completion on this machine.

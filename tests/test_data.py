@@ -217,35 +217,23 @@ def test_local_given_splits_are_kept_and_do_not_leak(tmp_path):
     assert m["counts"] == {"train": 30, "dev": 3, "test": 7} and m["cleaning"]["dropped_overlap"] == 10
 
 
-def test_hf_source_with_monkeypatched_load_dataset(tmp_path, monkeypatch):
-    datasets = pytest.importorskip("datasets")
-    calls = []
-
-    def columns(part):
-        return datasets.Dataset.from_dict(
-            {"src_text": [s for s, _ in part], "tgt_text": [t for _, t in part]}
-        )
-
-    def fake_load_dataset(name, config=None, **kwargs):
-        calls.append((name, config))
-        parts = {"train": PAIRS[:30], "validation": PAIRS[30:34], "test": PAIRS[34:]}
-        return datasets.DatasetDict({split: columns(part) for split, part in parts.items()})
-
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+def test_hf_source_read_by_datasets_from_a_local_repository(tmp_path, local_hub):
+    parts = {"train": PAIRS[:30], "validation": PAIRS[30:34], "test": PAIRS[34:]}
+    other = {split: {"src_text": ["x"] * len(p), "tgt_text": ["y"] * len(p)} for split, p in parts.items()}
+    tables = {"de-en": {split: {"src_text": [s for s, _ in part], "tgt_text": [t for _, t in part]}
+                        for split, part in parts.items()}, "fr-en": other}  # a second config, not to be read
     corpus = {
         "source": "hf",
-        "dataset": "wmt16",
+        "dataset": local_hub("wmt16", tables),
         "config": "de-en",
         "splits": {"train": "train", "dev": "validation", "test": "test"},
         "columns": {"source": "src_text", "target": "tgt_text"},
     }
     m = prepare_corpus(task_for(corpus, dev_size=None, test_size=None), tmp_path / "hf")
-    assert calls == [("wmt16", "de-en")]
     assert m["counts"] == {"train": 30, "dev": 4, "test": 6} and "datasets" in m["packages"]
     assert [(r["src"], r["tgt"]) for r in read(tmp_path / "hf" / "test.jsonl")] == PAIRS[34:]
 
     # the WMT layout {"translation": {"en": .., "de": ..}}, no splits mapping: dev/test are split off train
-    wmt = datasets.Dataset.from_dict({"translation": [{"en": s, "de": t} for s, t in PAIRS]})
-    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict({"train": wmt}))
-    m = prepare_corpus(task_for({"source": "hf", "dataset": "wmt16"}), tmp_path / "wmt")
+    wmt = local_hub("wmt", {None: {"train": {"translation": [{"en": s, "de": t} for s, t in PAIRS]}}})
+    m = prepare_corpus(task_for({"source": "hf", "dataset": wmt}), tmp_path / "wmt")
     assert m["counts"] == {"train": 30, "dev": 5, "test": 5}

@@ -109,24 +109,11 @@ def test_check_corpus_spec_errors(change, message):
 # --- hub and local sources ------------------------------------------------------------------------------
 
 
-def fake_hub(monkeypatch, tables, names=None):
-    """datasets.load_dataset returning {config: {split: columns}}; records the (name, config) it was asked for."""
+def label_names(columns, names):
+    """Features with the label as a ClassLabel, as the hub's datasets declare it."""
     datasets = pytest.importorskip("datasets")
-    calls = []
-
-    def load_dataset(name, config=None, **kwargs):
-        calls.append((name, config))
-        parts = {}
-        for split, columns in tables[config].items():
-            features = None
-            if names:
-                features = datasets.Features({k: datasets.ClassLabel(names=names) if k == "label" else
-                                              datasets.Value("string") for k in columns})
-            parts[split] = datasets.Dataset.from_dict(columns, features=features)
-        return datasets.DatasetDict(parts)
-
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    return calls
+    return datasets.Features({k: datasets.ClassLabel(names=names) if k == "label" else datasets.Value("string")
+                              for k in columns})
 
 
 def nli(lang, n, offset=0):
@@ -136,14 +123,14 @@ def nli(lang, n, offset=0):
             "label": [i % 3 for i in range(n)]}
 
 
-def test_hf_zero_shot_reads_each_eval_language_and_pairs_keep_premises_together(tmp_path, monkeypatch):
+def test_hf_zero_shot_reads_each_eval_language_and_pairs_keep_premises_together(tmp_path, local_hub):
     tables = {lang: {"train": nli(lang, 90), "test": nli(lang, 12, offset=900)} for lang in ("en", "de", "fr")}
-    calls = fake_hub(monkeypatch, tables, names=["entailment", "neutral", "contradiction"])
+    xnli = local_hub("xnli", tables, label_names(tables["en"]["train"], ["entailment", "neutral", "contradiction"]))
     task = {"kind": "classification", "language": "en", "eval_languages": ["de", "en", "fr"], "dev_size": 9,
-            "test_size": None, "corpus": {"source": "hf", "dataset": "xnli", "config": "{lang}",
+            "test_size": None, "corpus": {"source": "hf", "dataset": xnli, "config": "{lang}",
                                           "columns": {"text": "premise", "text_pair": "hypothesis"}}}
     m = prepare_corpus(task, tmp_path)
-    assert calls == [("xnli", "en"), ("xnli", "de"), ("xnli", "fr")]
+    assert all(r["text"].startswith("en premise") for r in read(tmp_path / "train.jsonl"))  # config "en" for training
     assert m["labels"] == ["entailment", "neutral", "contradiction"] and m["eval_languages"] == ["en", "de", "fr"]
     assert m["counts"] == {"train": 81, "dev": 9, "test": 12, "test-de": 12, "test-fr": 12}
     for lang in ("de", "fr"):
@@ -155,15 +142,16 @@ def test_hf_zero_shot_reads_each_eval_language_and_pairs_keep_premises_together(
     assert set(read(tmp_path / "dev.jsonl")[0]) == {"id", "text", "text_pair", "label", "lang"}
 
 
-def test_hf_ood_label_and_unlabelled_rows(tmp_path, monkeypatch):
+def test_hf_ood_label_and_unlabelled_rows(tmp_path, local_hub):
     names = ["balance", "oos", "transfer"]
 
     def rows(n, offset):
         return {"text": [f"utterance {i + offset}" for i in range(n)], "label": [i % 3 for i in range(n)]}
 
-    fake_hub(monkeypatch, {None: {"train": rows(60, 0), "validation": rows(9, 100), "test": rows(30, 200)}}, names)
+    tables = {None: {"train": rows(60, 0), "validation": rows(9, 100), "test": rows(30, 200)}}
+    clinc = local_hub("clinc_oos", tables, label_names(rows(1, 0), names))
     task = {"kind": "classification", "language": "en", "dev_size": None, "test_size": None,
-            "corpus": {"source": "hf", "dataset": "clinc_oos", "ood_label": "oos"}}
+            "corpus": {"source": "hf", "dataset": clinc, "ood_label": "oos"}}
     m = prepare_corpus(task, tmp_path)
     assert m["labels"] == ["balance", "transfer"]  # ids re-numbered without the OOD class
     assert m["counts"] == {"train": 40, "dev": 6, "test": 20, "ood": 10}
@@ -234,10 +222,10 @@ def test_shards_hold_every_split_with_int_labels(l10n_corpus, tokenizer, tmp_pat
     assert collate(load_split(tmp_path, "ood")[:3], tokenizer.pad_token_id)["labels"].tolist() == [-1, -1, -1]
 
 
-def test_pair_shards_carry_token_types(tmp_path, monkeypatch, tokenizer):
-    fake_hub(monkeypatch, {None: {"train": nli("en", 30), "test": nli("en", 6, offset=90)}})
+def test_pair_shards_carry_token_types(tmp_path, local_hub, tokenizer):
+    mnli = local_hub("mnli", {None: {"train": nli("en", 30), "test": nli("en", 6, offset=90)}})
     task = {"kind": "classification", "language": "en", "dev_size": 3, "test_size": None,
-            "corpus": {"source": "hf", "dataset": "mnli", "columns": {"text": "premise", "text_pair": "hypothesis"}}}
+            "corpus": {"source": "hf", "dataset": mnli, "columns": {"text": "premise", "text_pair": "hypothesis"}}}
     prepare_corpus(task, tmp_path / "c")
     build_shards(tmp_path / "c", tokenizer, tmp_path / "s", tokenizer_id="minilm", max_length=6)
     rows = load_split(tmp_path / "s", "test")

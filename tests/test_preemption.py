@@ -19,16 +19,16 @@ from test_train import copy_rows, tiny_model
 from peftlab.train import train
 from peftlab.train_config import TrainConfig
 torch.set_num_threads(1)
-model = tiny_model()
+model = tiny_model(seed=int(sys.argv[4]))  # a resumed run starts from other weights: the checkpoint restores
 cfg = TrainConfig(lr=3e-3, batch_size=8, max_steps=200, warmup_steps=10, eval_interval=10, patience=100)
 train(model, copy_rows(64), copy_rows(16, seed=1), cfg, pad_id=0, checkpoint_dir=Path(sys.argv[1]), run_key="k")
 save_file({k: p.detach().clone() for k, p in model.named_parameters()}, sys.argv[2])
 """
 
 
-def child(ckpt: Path, out: Path) -> subprocess.Popen:
+def child(ckpt: Path, out: Path, seed: int = 0) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(ckpt), str(out), str(Path(__file__).parent)],
+    return subprocess.Popen([sys.executable, "-c", CHILD, str(ckpt), str(out), str(Path(__file__).parent), str(seed)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -45,7 +45,8 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_matches_an_uninterrupted_run(t
     assert not (tmp_path / "resumed.safetensors").exists()
     assert {p.name for p in (tmp_path / "b").iterdir()} >= {"latest.json", "best.safetensors"}  # kept to resume
 
-    resumed = child(tmp_path / "b", tmp_path / "resumed.safetensors")
+    # another initialisation (as in test_train's resume test): a rerun that ignored the checkpoint would differ
+    resumed = child(tmp_path / "b", tmp_path / "resumed.safetensors", seed=123)
     for proc in (resumed, straight):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]

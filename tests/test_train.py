@@ -7,7 +7,7 @@ import torch
 from transformers import MarianConfig, MarianMTModel
 
 from peftlab.status import failure_recorded
-from peftlab.train import Preempted, batch_order, get_lr, progress, train
+from peftlab.train import Preempted, batch_order, evaluate_loss, get_lr, progress, train
 from peftlab.train_config import TrainConfig, TrainConfigError
 
 torch.set_num_threads(1)
@@ -67,6 +67,30 @@ def test_training_lowers_dev_loss_and_keeps_the_best_weights(tmp_path):
     assert result["train"]["best_dev_score"] == min(p["dev_loss"] for p in curve)
     assert len((tmp_path / "curve.jsonl").read_text().splitlines()) == 4
     assert not (tmp_path / "ckpt").exists()  # removed once the run is complete
+
+
+def test_patience_stops_the_run_early_and_keeps_the_best_weights(tmp_path):
+    rows, dev = copy_rows(16), copy_rows(16, seed=1)
+    # 16 training rows at a high rate: dev loss turns up after a few evaluations, long before max_steps
+    cfg = dict(lr=3e-2, batch_size=8, max_steps=60, warmup_steps=2, eval_interval=3, patience=2)
+    model = tiny_model()
+    result = train(model, rows, dev, TrainConfig(**cfg), pad_id=0, checkpoint_dir=tmp_path / "a", run_key="k")
+    losses = [p["dev_loss"] for p in result["curve"]]
+    best = losses.index(min(losses))
+    # the run stops at the `patience`-th evaluation in a row that does not improve on the best
+    assert len(losses) == best + 1 + cfg["patience"] and losses[-1] > losses[best]
+    assert result["train"]["stopped_early"] is True
+    assert result["train"]["steps"] == result["curve"][-1]["step"] == len(losses) * cfg["eval_interval"] < 60
+    assert result["train"]["best_step"] == result["curve"][best]["step"]
+    assert result["train"]["best_dev_score"] == losses[best]
+    assert evaluate_loss(model, dev, 0, cfg["batch_size"], "cpu") == losses[best]  # not the last step's weights
+
+    at_best = tiny_model()  # the same run, stopped right after the best evaluation
+    with pytest.raises(Preempted):
+        train(at_best, rows, dev, TrainConfig(**cfg), pad_id=0, checkpoint_dir=tmp_path / "b", run_key="k",
+              stop_after_steps=result["train"]["best_step"])
+    for (name, kept), (_, expected) in zip(model.state_dict().items(), at_best.state_dict().items(), strict=True):
+        assert torch.equal(kept, expected), name
 
 
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
