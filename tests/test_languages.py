@@ -166,7 +166,7 @@ def test_a_workflow_script_error_reaches_the_rule_log(tmp_path):
     code = ("import sys; sys.path.insert(0, 'workflow_scripts')\n"
             "from types import SimpleNamespace\n"
             "from _setup import start\n"
-            f"start(SimpleNamespace(log=[{str(log)!r}], threads=1))\n"
+            f"start(SimpleNamespace(log=[{str(log)!r}], threads=1, resources=SimpleNamespace(gpu=0)))\n"
             "{}[None]\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 1 and "KeyError: None" in proc.stderr
