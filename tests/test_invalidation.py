@@ -66,7 +66,8 @@ EDITS = [
     ("benchmark-batch-sizes", set_key("benchmark.batch_sizes", [1, 2]), {"benchmark"} | STUDY_LEVEL, None),
     ("seed-added", set_key("grid.seeds", [0, 1]), MT_RUNS | STUDY_LEVEL, r"seed=1"),
     ("method-removed", lambda c: c["grid"]["methods"].remove("houlsby"), STUDY_LEVEL, None),
-    ("method-code", "peftlab/methods/houlsby/model.py", RUNS | STUDY_LEVEL, r"method=houlsby,"),
+    # lora-mt is LoRA too: its shared multi-task training reruns with it
+    ("method-code", "peftlab/methods/lora/model.py", MT_RUNS | STUDY_LEVEL, r"method=lora(-mt)?,"),
     ("evaluation-code", "peftlab/evaluate.py", {"evaluate"} | STUDY_LEVEL, None),
     ("benchmark-code", "peftlab/bench.py", {"benchmark"} | STUDY_LEVEL, None),
     ("corpus-code", "peftlab/data/sources.py",

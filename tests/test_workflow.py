@@ -104,41 +104,6 @@ def test_no_job_param_holds_a_path_outside_the_study(finished):
     assert not [p for p in params if sys.prefix in str(p) or str(finished) in str(p)]
 
 
-def test_changing_loras_learning_rate_reruns_only_lora(finished):
-    config = yaml.safe_load((finished / "config" / "test.yaml").read_text())
-    config["methods"]["lora"]["train"]["lr"] = 1e-2
-    jobs = planned_jobs(finished, config)
-    assert {rule for rule, _ in jobs} <= {"train", "evaluate", "benchmark"} | STUDY_LEVEL
-    assert all(re.search(r"method=lora(,|$)", wc) for rule, wc in jobs if rule not in STUDY_LEVEL), jobs
-    assert ("train", "study=test, task=en-de, method=lora, budget=0.02, seed=0") in jobs
-
-
-def test_editing_the_lora_module_reruns_only_lora(finished):
-    lora = finished / "peftlab" / "methods" / "lora"
-    target = next(lora.glob("*.py")) if lora.is_dir() else lora.with_suffix(".py")
-    original = target.read_text()
-    target.write_text(original + "\n# an edit\n")
-    try:
-        jobs = planned_jobs(finished)
-    finally:
-        target.write_text(original)
-    # lora-mt is LoRA too: its shared multi-task training reruns with it
-    assert {rule for rule, _ in jobs} <= {"train", "train_multitask", "evaluate", "benchmark"} | STUDY_LEVEL
-    assert all("method=lora" in wc for rule, wc in jobs if rule not in STUDY_LEVEL), jobs
-    assert ("train", "study=test, task=en-de, method=lora, budget=0.02, seed=0") in jobs
-
-
-def test_editing_evaluation_code_reruns_no_training(finished):
-    target = finished / "peftlab" / "evaluate.py"
-    original = target.read_text()
-    target.write_text(original + "\n# an edit\n")
-    try:
-        rules = {rule for rule, _ in planned_jobs(finished)}
-    finally:
-        target.write_text(original)
-    assert rules == {"evaluate"} | STUDY_LEVEL
-
-
 @pytest.mark.parametrize(
     ("change", "message"),
     [
