@@ -56,9 +56,10 @@ EDITS = [
      r"task=topic"),
     ("max-length", set_key("tasks.topic.max_length", 20), {"build_shards"} | RUNS | STUDY_LEVEL, r"task=topic"),
     ("task-distance", set_key("tasks.en-de.distance", "far"), STUDY_LEVEL, None),
-    ("base-model-build-key", set_key("base_models.tiny-marian.build.ffn_dim", 48),
+    # a pretraining key that keeps the architecture (a new ffn_dim would move every budget off its label)
+    ("base-model-build-key", set_key("base_models.tiny-marian.build.dev_examples", 40),
      {"pretrain_base"} | MT_RUNS | STUDY_LEVEL, r"(model=tiny-marian|task=en-de)"),
-    ("pretraining-steps", set_key("base_models.tiny-marian.build.train.max_steps", 30),
+    ("pretraining-steps", set_key("base_models.tiny-marian.build.train.max_steps", 120),
      {"pretrain_base"} | MT_RUNS | STUDY_LEVEL, r"(model=tiny-marian|task=en-de)"),
     ("vocabulary-size", set_key("base_models.tiny-marian.build.vocab_size", 500),
      {"build_tokenizer", "build_shards", "pretrain_base"} | MT_RUNS | STUDY_LEVEL, r"(model=tiny-marian|task=en-)"),
@@ -196,11 +197,11 @@ def test_a_study_killed_during_aggregation_recovers_with_unlock_and_a_plain_run(
 def test_a_rebuilt_base_model_retrains_in_the_same_invocation(study):
     config = base_config(study)
     before = json.loads((study / "results/test/runs/en-de/lora/0.02/seed0/train.json").read_text())
-    config["base_models"]["tiny-marian"]["build"]["train"]["max_steps"] = 30
+    config["base_models"]["tiny-marian"]["build"]["train"]["max_steps"] = 120
     config["tasks"]["topic"]["train"]["lr"] = 2e-3  # and a task's training option: no data job reruns
     log = converges(study, config)
     assert "rule build_shards" not in log and "rule prepare_corpus" not in log
     after = json.loads((study / "results/test/runs/en-de/lora/0.02/seed0/train.json").read_text())
     assert after["finished_at"] != before["finished_at"]
     pretrained = json.loads((study / "results/test/base/tiny-marian/model/pretrain.json").read_text())
-    assert pretrained["build"]["train"]["max_steps"] == 30
+    assert pretrained["build"]["train"]["max_steps"] == 120
