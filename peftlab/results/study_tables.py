@@ -12,9 +12,10 @@ import logging
 from pathlib import Path
 
 import pandas as pd
-from sacrebleu.metrics import BLEU, CHRF
+from sacrebleu.metrics import CHRF
 from sacrebleu.significance import PairedTest
 
+from ..scoring import bleu_metric
 from .store import connect_readonly, replace_study_rows
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ def paired_significance(db_path: Path | str, study: str, test_sets: dict[str, Pa
                 systems.append((run.run_id, hypotheses))
         if len(systems) < 2:
             continue
-        metrics = {"bleu": BLEU(trg_lang=group.target_lang.iloc[0] or ""), "chrf": CHRF()}
+        # the BLEU tokenizer evaluation scored with (ja-mecab, ko-mecab, zh, else 13a), so p-values test that score
+        metrics = {"bleu": bleu_metric(group.target_lang.iloc[0] or ""), "chrf": CHRF()}
         signatures, scores = PairedTest(systems, metrics, references=[references], test_type="bs",
                                         n_samples=BOOTSTRAP_RESAMPLES)()
         for name, column in zip(metrics, [k for k in scores if k != "System"], strict=True):
