@@ -276,7 +276,8 @@ def _expected_trainable(method: str, base, cfg) -> int:
         return kv + ffn
     if method == "prefix":  # length x layers x 2 (key, value) x key/value width, layers as peft counts them
         config = base.config  # grouped-query attention (Llama, Qwen, Gemma, Mistral): fewer key/value heads
-        kv = config.num_key_value_heads * config.head_dim if hasattr(config, "num_key_value_heads") else d
+        head_dim = getattr(config, "head_dim", None) or d // config.num_attention_heads  # Qwen2: no head_dim
+        kv = config.num_key_value_heads * head_dim if hasattr(config, "num_key_value_heads") else d
         return cfg.num_virtual_tokens * config.num_hidden_layers * 2 * kv
     if method == "bitfit":
         return sum(p.numel() for n, m in _backbone(base) for pn, p in m.named_parameters(recurse=False)

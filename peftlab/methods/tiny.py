@@ -169,6 +169,22 @@ FULL_SIZE = {
         vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
         intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
         num_labels=NUM_LABELS)),
+    # decoder-only LLMs: grouped-query attention, gated MLPs; tied embeddings where config.json says so
+    "Llama-3.2-1B (llama)": (tf.LlamaForCausalLM, tf.LlamaConfig, dict(
+        vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=64, tie_word_embeddings=True)),
+    "Mistral-7B-v0.1 (mistral)": (tf.MistralForCausalLM, tf.MistralConfig, dict(
+        vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, tie_word_embeddings=False)),
+    "Qwen2.5-0.5B (qwen2)": (tf.Qwen2ForCausalLM, tf.Qwen2Config, dict(
+        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+        num_key_value_heads=2, tie_word_embeddings=True)),
+    "Qwen3-0.6B (qwen3)": (tf.Qwen3ForCausalLM, tf.Qwen3Config, dict(
+        vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, tie_word_embeddings=True)),
+    "gemma-2b (gemma)": (tf.GemmaForCausalLM, tf.GemmaConfig, dict(
+        vocab_size=256000, hidden_size=2048, intermediate_size=16384, num_hidden_layers=18, num_attention_heads=8,
+        num_key_value_heads=1, head_dim=256, tie_word_embeddings=True)),
 }
 
 
