@@ -1,4 +1,5 @@
-"""Bottleneck adapters on decoder-only LLMs (Llama, Mistral, Qwen2/3, Gemma) against the model written out by hand.
+"""Bottleneck adapters on decoder-only LLMs (Llama, Mistral, Qwen2/3, Gemma 1-3) against the model written out by
+hand.
 
 AdapterHub 1.3 cannot run here (it pins transformers 4), so the reference is its Llama placement
 (src/adapters/models/llama/modeling_llama.py: attention_adapters(o_proj output, residual) and
@@ -9,6 +10,8 @@ h = x + Attn(RMSNorm_1(x)) and s = h + MLP(RMSNorm_2(h)),
     pfeiffer (seq_bn):   s + A(s)
     parallel (par_bn):   h + MLP(RMSNorm_2(h)) + scaling * A(h)
 
+Gemma 2 and 3 normalise each sublayer's output before its residual: a = N_a(Attn(...)), m = N_f(MLP(...)); the
+formulas above hold with those a and m (the adapters read and join the sublayer's output as the residual sees it).
 The adapters get random weights (at init they are the identity), and every layer's output and the logits of the
 adapted model must equal the hand-written forward.
 """
@@ -34,6 +37,7 @@ OPTIONS = {
 }
 LAYERS = 2  # two layers: the adapters of one layer feed the next
 CASES = [(m, f) for m in OPTIONS for f in DECODER_FAMILIES]
+POST_NORMS = ("gemma2", "gemma3_text")  # sublayer outputs normalised before their residuals
 
 
 def _mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -41,33 +45,51 @@ def _mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
 
 
+def _ffn(layer: torch.nn.Module, h: torch.Tensor, post_norms: bool) -> torch.Tensor:
+    """The MLP sublayer's output, before its residual."""
+    if post_norms:
+        return layer.post_feedforward_layernorm(_mlp(layer.mlp, layer.pre_feedforward_layernorm(h)))
+    return _mlp(layer.mlp, layer.post_attention_layernorm(h))
+
+
 def _by_hand(base, adapted, method: str, input_ids: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Every layer's output and the logits, from the base model's modules and the adapted model's adapters."""
+    post_norms = base.config.model_type in POST_NORMS
     with torch.no_grad():
         x = base(input_ids=input_ids, output_hidden_states=True).hidden_states[0]  # embeddings (Gemma: scaled)
         length = input_ids.shape[1]
         positions = torch.arange(length)[None]
-        rotary = base.model.rotary_emb(x, positions)
-        causal = torch.full((length, length), float("-inf")).triu(1)[None, None]
+        causal = torch.full((length, length), float("-inf")).triu(1)[None, None]  # shorter than any sliding window
         outputs = []
         for i, layer in enumerate(base.model.layers):
-            ours = adapted.model.layers[i]
+            wrapped = adapted.model.layers[i]
+            ours = wrapped.base_layer if method == "pfeiffer" else wrapped  # Pfeiffer wraps the whole layer
+            if base.config.model_type == "gemma3_text":  # local and global layers rotate with different bases
+                rotary = base.model.rotary_emb(x, positions, base.config.layer_types[i])
+            else:
+                rotary = base.model.rotary_emb(x, positions)
             a = layer.self_attn(layer.input_layernorm(x), position_embeddings=rotary, attention_mask=causal)[0]
+            if post_norms:
+                a = layer.post_attention_layernorm(a)
+                attn_out, ffn_out = ours.post_attention_layernorm, ours.post_feedforward_layernorm
+            else:
+                attn_out, ffn_out = ours.self_attn.o_proj, ours.mlp.down_proj
             if method in ("houlsby", "compacter"):
-                a = a + ours.self_attn.o_proj.adapter(a)
+                a = a + attn_out.adapter(a)
             h = x + a
-            m = _mlp(layer.mlp, layer.post_attention_layernorm(h))
+            m = _ffn(layer, h, post_norms)
             if method in ("houlsby", "compacter"):
-                s = h + m + ours.mlp.down_proj.adapter(m)
+                s = h + m + ffn_out.adapter(m)
             elif method == "pfeiffer":
                 s = h + m
-                s = s + ours.adapter(s)
+                s = s + wrapped.adapter(s)
             else:
-                wrapper = ours.mlp.down_proj
-                s = h + m + wrapper.scaling * wrapper.adapter(h)
+                s = h + m + ffn_out.scaling * ffn_out.adapter(h)
             outputs.append(s)
             x = s
-        return outputs, base.lm_head(base.model.norm(x))
+        logits = base.lm_head(base.model.norm(x))
+        cap = getattr(base.config, "final_logit_softcapping", None)  # Gemma 2: cap * tanh(logits / cap)
+        return outputs, logits if cap is None else cap * torch.tanh(logits / cap)
 
 
 @pytest.mark.parametrize("method,family", CASES, ids=[f"{m}-{f}" for m, f in CASES])

@@ -36,9 +36,12 @@ TOTAL_M = {
     "Qwen2.5-0.5B (qwen2)": 494.0,
     "Qwen3-0.6B (qwen3)": 596.0,
     "gemma-2b (gemma)": 2506.2,
+    "gemma-2-2b (gemma2)": 2614.3,  # 2,614,341,888 (tied)
+    "gemma-3-1b-pt (gemma3_text)": 999.9,  # 999,885,952 (tied)
 }
 # the documented gaps: BitFit where there are no biases (T5, and every LLM here but Qwen2), prefix on DeBERTa
-REFUSED = {("bitfit", f) for f in ("t5", "mt5", "llama", "mistral", "qwen3", "gemma")} | {("prefix", "deberta-v2")}
+REFUSED = {("bitfit", f) for f in ("t5", "mt5", "llama", "mistral", "qwen3", "gemma", "gemma2", "gemma3_text")}
+REFUSED |= {("prefix", "deberta-v2")}
 
 
 @pytest.fixture(scope="module", params=list(FULL_SIZE))

@@ -70,7 +70,8 @@ UNSUPPORTED = {  # (method, family, task) that must raise MethodError
     ("prefix", "mt5", "classification"),
     ("prefix", "deberta-v2", "classification"),  # DeBERTa's encoder takes no past_key_values
     # Llama, Mistral, Qwen3 and Gemma have no bias terms (Qwen2's q/k/v projections have)
-    *{("bitfit", f, t) for f in ("llama", "mistral", "qwen3", "gemma") for t in ("causal_lm", "classification")},
+    *{("bitfit", f, t) for f in ("llama", "mistral", "qwen3", "gemma", "gemma2", "gemma3_text")
+      for t in ("causal_lm", "classification")},
 }
 ALL = [(m, f, t) for m in OPTIONS for f, t in FAMILY_TASKS]
 CASES = [c for c in ALL if c not in UNSUPPORTED]
@@ -344,7 +345,7 @@ def test_generate_works_after_apply(method: str, family: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["lora", "ia3", "houlsby", "pfeiffer", "prefix", "parallel", "compacter"])
-@pytest.mark.parametrize("family", ["llama", "gemma"])  # pfeiffer wraps whole decoder layers (KV cache inside)
+@pytest.mark.parametrize("family", ["llama", "gemma", "gemma2", "gemma3_text"])  # pfeiffer wraps whole layers
 def test_causal_lm_generates_after_apply(method: str, family: str) -> None:
     base, model, _ = _adapted(method, family, "causal_lm")
     batch = example_batch(model)
@@ -399,16 +400,21 @@ def test_attach_points() -> None:
         "decoder.block.0.layer.2.DenseReluDense.wo",
         "encoder.block.0.layer.1.DenseReluDense.wo",
     ]
-    # decoder-only LLMs (pre-norm): Houlsby on o_proj and down_proj, Pfeiffer around the whole decoder layer (it
-    # returns s = h + MLP(norm(h))), the parallel adapter reads h where the MLP's RMSNorm does
+    # decoder-only LLMs (pre-norm): Houlsby on o_proj and down_proj (Gemma 2/3: on the norms of their outputs),
+    # Pfeiffer around the whole decoder layer (it returns s = h + MLP(norm(h))), the parallel adapter reads h where
+    # the MLP's RMSNorm does
     for family in DECODER_FAMILIES:
+        post_norms = family in ("gemma2", "gemma3_text")
+        attn_out, ffn_out = ("post_attention_layernorm", "post_feedforward_layernorm") if post_norms else (
+            "self_attn.o_proj", "mlp.down_proj")
+        ffn_in = "pre_feedforward_layernorm" if post_norms else "post_attention_layernorm"
         _, model, _ = _adapted("houlsby", family, "causal_lm")
-        assert _wrapped(model, "AdapterWrapper") == ["model.layers.0.mlp.down_proj", "model.layers.0.self_attn.o_proj"]
+        assert _wrapped(model, "AdapterWrapper") == sorted([f"model.layers.0.{attn_out}", f"model.layers.0.{ffn_out}"])
         _, model, _ = _adapted("pfeiffer", family, "classification")
         assert _wrapped(model, "SublayerOutputAdapter") == ["model.layers.0"]
         _, model, _ = _adapted("parallel", family, "causal_lm")
-        assert _wrapped(model, "FFNInputTap") == ["model.layers.0.post_attention_layernorm"]
-        assert _wrapped(model, "ParallelAdapterWrapper") == ["model.layers.0.mlp.down_proj"]
+        assert _wrapped(model, "FFNInputTap") == [f"model.layers.0.{ffn_in}"]
+        assert _wrapped(model, "ParallelAdapterWrapper") == [f"model.layers.0.{ffn_out}"]
     cfg = make_method_config("houlsby", {"bottleneck": 2, "cross_attention": True})
     wrapped = _wrapped(apply_method(tiny_model("marian"), cfg), "AdapterWrapper")
     assert any(n.endswith("encoder_attn.out_proj") for n in wrapped)

@@ -32,6 +32,9 @@ class Family:
     lora_targets: tuple[str, ...]  # peft target_modules (name suffixes): the LoRA paper's W_q and W_v
     ia3_targets: str  # keys, values and the FFN's second projection (IA3 paper)
     ia3_feedforward: str  # IA3 scales these layers' input (the FFN's inner activation), not their output
+    # Gemma 2/3 normalise each sublayer's output before its residual: attn_out and ffn_out then name those
+    # RMSNorms (the sublayer's last module, where Houlsby's and the parallel adapter's deltas join), not projections
+    out_is_norm: bool = False
 
 
 _BERT = r".*\.layer\.\d+\."
@@ -112,6 +115,19 @@ _llama = Family(
     ia3_feedforward=_LLAMA + r"mlp\.down_proj",
 )
 
+# Gemma 2 and 3: h = x + N_a(o_proj(Attn(input_layernorm(x)))), s = h + N_f(MLP(pre_feedforward_layernorm(h))),
+# N_a = post_attention_layernorm, N_f = post_feedforward_layernorm. Houlsby's adapters read N_a's and N_f's outputs
+# (the sublayer outputs AdapterHub's attention_adapters/output_adapters receive), the parallel adapter's delta
+# joins after N_f, unnormalised (h + N_f(MLP) + s * A(h)); on o_proj/down_proj both would pass through the norms.
+_gemma2 = replace(
+    _llama,
+    name="gemma2",
+    attn_out=_LLAMA + r"post_attention_layernorm",
+    ffn_out=_LLAMA + r"post_feedforward_layernorm",
+    ffn_residual_in=_LLAMA + r"pre_feedforward_layernorm",
+    out_is_norm=True,
+)
+
 FAMILIES: dict[str, Family] = {
     "bert": _bert,
     "roberta": _bert,  # RoBERTa keeps BERT's module names (checked on a RobertaConfig model, transformers 5)
@@ -127,6 +143,8 @@ FAMILIES: dict[str, Family] = {
     "qwen2": _llama,  # Llama's layout; q/k/v carry biases (BitFit trains those)
     "qwen3": _llama,  # Llama's layout plus q_norm/k_norm RMSNorms inside attention (LN-tuning trains them)
     "gemma": _llama,  # Llama's layout; (1 + weight) RMSNorm, scaled embeddings, GeGLU: all inside the modules
+    "gemma2": _gemma2,
+    "gemma3_text": _gemma2,  # Gemma 2's layer plus q_norm/k_norm; Gemma3ForCausalLM, the text-only model
 }
 
 # Task heads are direct children of the *For<Task> model under one of these names; every method trains them

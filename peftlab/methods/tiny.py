@@ -15,7 +15,8 @@ import transformers as tf
 from .core import untie_output_layer
 
 SEQ2SEQ_FAMILIES = ("marian", "mbart", "m2m_100", "t5", "mt5")
-DECODER_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma")  # decoder-only LLMs: task "causal_lm"
+# decoder-only LLMs: task "causal_lm" (or "classification")
+DECODER_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
 CLASSIFIER_FAMILIES = ("bert", "roberta", "xlm-roberta", "deberta-v2", "mbart", "t5", "mt5", *DECODER_FAMILIES)
 TASKS = ("seq2seq", "causal_lm", "classification")
 NUM_LABELS = 3
@@ -55,11 +56,11 @@ def tiny_model(
     if family in DECODER_FAMILIES:
         if task == "seq2seq":
             raise ValueError(f"{family} is decoder-only: task causal_lm or classification, not seq2seq")
-        config_cls, prefix = _DECODER_CLASSES[family]
+        config_cls, lm_cls, cls_cls = _DECODER_CLASSES[family]
         # tie lm_head to the embeddings as the small hub checkpoints do (Qwen2.5-0.5B, Qwen3-0.6B, Gemma-2B tie;
         # Llama-2 and Mistral-7B do not), so the table covers both
         config = config_cls(num_labels=NUM_LABELS, tie_word_embeddings=family in _TIED, **decoder)
-        return getattr(tf, prefix + ("ForSequenceClassification" if cls else "ForCausalLM"))(config)
+        return (cls_cls if cls else lm_cls)(config)
     if task == "causal_lm":
         raise ValueError(f"no tiny causal_lm model for family {family!r}; decoder-only: {DECODER_FAMILIES}")
     if family == "marian" and not cls:
@@ -88,14 +89,16 @@ def tiny_model(
     raise ValueError(f"no tiny {task} model for family {family!r}")
 
 
-_DECODER_CLASSES = {
-    "llama": (tf.LlamaConfig, "Llama"),
-    "mistral": (tf.MistralConfig, "Mistral"),
-    "qwen2": (tf.Qwen2Config, "Qwen2"),
-    "qwen3": (tf.Qwen3Config, "Qwen3"),
-    "gemma": (tf.GemmaConfig, "Gemma"),
+_DECODER_CLASSES = {  # config, causal LM, sequence classifier
+    "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, tf.LlamaForSequenceClassification),
+    "mistral": (tf.MistralConfig, tf.MistralForCausalLM, tf.MistralForSequenceClassification),
+    "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM, tf.Qwen2ForSequenceClassification),
+    "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM, tf.Qwen3ForSequenceClassification),
+    "gemma": (tf.GemmaConfig, tf.GemmaForCausalLM, tf.GemmaForSequenceClassification),
+    "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM, tf.Gemma2ForSequenceClassification),
+    "gemma3_text": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM, tf.Gemma3TextForSequenceClassification),
 }
-_TIED = ("qwen2", "qwen3", "gemma")
+_TIED = ("qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
 
 
 def minilm_path() -> Path:
@@ -184,6 +187,12 @@ FULL_SIZE = {
         num_key_value_heads=8, head_dim=128, tie_word_embeddings=True)),
     "gemma-2b (gemma)": (tf.GemmaForCausalLM, tf.GemmaConfig, dict(
         vocab_size=256000, hidden_size=2048, intermediate_size=16384, num_hidden_layers=18, num_attention_heads=8,
+        num_key_value_heads=1, head_dim=256, tie_word_embeddings=True)),
+    "gemma-2-2b (gemma2)": (tf.Gemma2ForCausalLM, tf.Gemma2Config, dict(
+        vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
+        num_key_value_heads=4, head_dim=256, tie_word_embeddings=True)),
+    "gemma-3-1b-pt (gemma3_text)": (tf.Gemma3ForCausalLM, tf.Gemma3TextConfig, dict(
+        vocab_size=262144, hidden_size=1152, intermediate_size=6912, num_hidden_layers=26, num_attention_heads=4,
         num_key_value_heads=1, head_dim=256, tie_word_embeddings=True)),
 }
 

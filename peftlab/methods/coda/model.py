@@ -16,7 +16,7 @@ _ENCODER = {
     "t5": r"(.*\.)?encoder\.block\.\d+",
 }
 _DECODER = {"bart": r"(.*\.)?decoder\.layers\.\d+", "t5": r"(.*\.)?decoder\.block\.\d+"}
-_DECODER_ONLY = ("llama",)  # families.py's decoder-only LLMs (Llama, Mistral, Qwen2/3, Gemma)
+_DECODER_ONLY = ("llama", "gemma2")  # families.py's decoder-only LLMs (Llama, Mistral, Qwen2/3, Gemma 1-3)
 
 
 def inject(model: nn.Module, cfg: CodaConfig) -> nn.Module:
