@@ -112,3 +112,26 @@ def test_adapters_match_the_hand_written_forward(method: str, family: str) -> No
     torch.testing.assert_close(states[-1], base.model.norm(layers[-1]), rtol=0, atol=1e-5)
     torch.testing.assert_close(out.logits, logits, rtol=0, atol=1e-5)
     assert (out.logits - base_logits).abs().max() > 0.1  # the adapters moved the outputs well past the tolerance
+
+
+def _adapted_names(model: torch.nn.Module) -> set[str]:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return {n.removeprefix("base_model.model.") for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)}
+
+
+@pytest.mark.parametrize("family", DECODER_FAMILIES)
+def test_lora_and_ia3_targets_against_peft_defaults(family: str) -> None:
+    """LoRA adapts what peft adapts by default for these model types (q_proj, v_proj: the LoRA paper's W_q, W_v).
+    IA3 rescales the IA3 paper's keys and values and the MLP's inner activation: peft's default for Llama and
+    Mistral; for Qwen and Gemma peft's table lists q_proj instead of k_proj, which is not the paper's."""
+    from peft import IA3Config, LoraConfig, get_peft_model
+
+    base = tiny_model(family, "causal_lm", layers=LAYERS)
+    ours = _adapted_names(apply_method(copy.deepcopy(base), make_method_config("lora", {"rank": 2})))
+    assert ours == _adapted_names(get_peft_model(copy.deepcopy(base), LoraConfig(r=2)))
+    assert {n.rsplit(".", 1)[1] for n in ours} == {"q_proj", "v_proj"} and len(ours) == 2 * LAYERS
+    ours = _adapted_names(apply_method(copy.deepcopy(base), make_method_config("ia3", {})))
+    assert {n.rsplit(".", 1)[1] for n in ours} == {"k_proj", "v_proj", "down_proj"} and len(ours) == 3 * LAYERS
+    peft_default = _adapted_names(get_peft_model(copy.deepcopy(base), IA3Config()))
+    assert (ours == peft_default) == (family in ("llama", "mistral"))
