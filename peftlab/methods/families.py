@@ -93,11 +93,11 @@ _t5 = Family(
     ia3_feedforward=_T5 + r"DenseReluDense\.wo",
 )
 
-# Decoder-only LLMs (Llama, Mistral, Qwen2/3, Gemma) are pre-norm: a layer returns
+# Decoder-only LLMs (Llama, Mistral, Qwen2/3, Gemma; Gemma 2/3 below) are pre-norm: a layer returns
 # s = h + MLP(post_attention_layernorm(h)), h = x + o_proj(Attn(input_layernorm(x))), a tensor in transformers 5.
 # AdapterHub's Llama (attention_adapters(o_proj output, residual), output_adapters(mlp output, residual), no
 # LayerNorm) puts Houlsby on o_proj's and down_proj's outputs, Pfeiffer on s (the layer's output) and reads the
-# parallel adapter's input from h (the MLP's RMSNorm's input). tests/test_methods.py checks each against a
+# parallel adapter's input from h (the MLP's RMSNorm's input). tests/test_llm_families.py checks each against the
 # forward written out by hand.
 _LLAMA = r".*\.layers\.\d+\."
 _llama = Family(
@@ -108,7 +108,7 @@ _llama = Family(
     ffn_norm=None,
     ffn_sublayer=r".*\.layers\.\d+",
     ffn_residual_in=_LLAMA + r"post_attention_layernorm",
-    lora_targets=("q_proj", "v_proj"),  # the LoRA paper's W_q and W_v; also peft's default for all five types
+    lora_targets=("q_proj", "v_proj"),  # the LoRA paper's W_q and W_v; also peft's default for these types
     # the IA3 paper's keys and values (peft's own default for llama/mistral; for gemma/qwen peft lists q_proj,
     # not the paper's keys) and the MLP's inner activation, down_proj's input
     ia3_targets=_LLAMA + r"(self_attn\.(k_proj|v_proj)|mlp\.down_proj)",
