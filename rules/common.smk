@@ -52,6 +52,20 @@ THREADS = config.get("threads_per_job", 1)
 GPU_PER_JOB = 1 if getattr(workflow.global_resources.get("gpu"), "value", None) is not None else 0
 
 
+def train_devices(w):
+    """A train job's data-parallel processes (`train: devices`, peftlab/distributed.py); a multi-task job's
+    training options are its first task's, as multitask_spec's."""
+    task = getattr(w, "task", None) or grid.multitask_tasks(config, w.model, w.method)[0]
+    return grid.train_config(config, w.method, task).get("devices", 1)
+
+
+def train_gpus(w):
+    """GPUs a train job asks for: one per device where GPUs are counted (GPU_PER_JOB) and on a cluster, where
+    it becomes sbatch --gpus=N (profiles/slurm leaves train's GPUs to this rule); none on a local CPU run,
+    whose devices are then CPU processes (gloo)."""
+    return train_devices(w) if GPU_PER_JOB or workflow.non_local_exec else 0
+
+
 wildcard_constraints:
     study=STUDY,
     task="|".join(map(re.escape, [*config["tasks"], *grid.task_variants(config)])),
