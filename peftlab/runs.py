@@ -33,7 +33,7 @@ from peftlab.methods import (
 from peftlab.models import build_marian, default_device, load_base, load_tokenizer, model_identity, shard_labels
 from peftlab.provenance import package_versions, utc_now
 from peftlab.train import first_batches, train
-from peftlab.train_config import TrainConfig, TrainConfigError
+from peftlab.train_config import TrainConfig, pretraining_config
 
 
 def denoising_rows(rows: list[dict], seed: int, drop: float = 0.25) -> list[dict]:
@@ -68,10 +68,7 @@ def pretrain_base(build: dict, tokenizer_dir: Path, shard_dirs: list[Path], out_
     """
     device = device or default_device()
     tokenizer = load_tokenizer(str(tokenizer_dir))
-    cfg = TrainConfig.from_dict(build.get("train", {}))
-    if cfg.devices > 1:
-        raise TrainConfigError("training option 'devices': pretraining a built base model runs in one process "
-                               "(data parallelism is for the train jobs)", "devices")
+    cfg = pretraining_config(build.get("train", {}))
     model = build_marian(tokenizer, d_model=build["d_model"], layers=build["layers"], heads=build["heads"],
                          ffn_dim=build["ffn_dim"], seed=cfg.seed)
     train_rows = [row for d in shard_dirs for row in load_split(Path(d), "train")]

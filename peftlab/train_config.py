@@ -97,3 +97,12 @@ class TrainConfig:
         need(self.devices >= 1, "devices", ">= 1 (processes per train job)")
         need(self.batch_size % self.devices == 0, "batch_size",
              f"a multiple of devices ({self.devices}): each process takes an equal slice of every micro-batch")
+
+
+def pretraining_config(values: dict) -> TrainConfig:
+    """A built base model's `build.train`: checked as any, and in one process (pretraining is not data parallel)."""
+    cfg = TrainConfig.from_dict(values)
+    if cfg.devices > 1:
+        raise TrainConfigError(f"training option 'devices' must be 1 for pretraining a built base model (it runs in "
+                               f"one process; data parallelism is for train jobs), got {cfg.devices}", "devices")
+    return cfg
