@@ -107,10 +107,16 @@ def launch(target: str, kwargs: dict, devices: int, *, device_type: str, threads
                                          " ".join(command))
         process = subprocess.Popen(command, env=env)
         main_thread = threading.current_thread() is threading.main_thread()
-        # SLURM signals every process of the job; a local kill reaches only this one: pass it on, so the
-        # workers save their checkpoint
-        previous = signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGTERM)) if main_thread \
-            else None
+        terminated = False
+
+        def on_sigterm(signum, frame):  # noqa: ARG001
+            # SLURM signals every process of the job; a local kill reaches only this one: pass it on, so that
+            # the workers save their checkpoint. Either way the job was interrupted, not failed.
+            nonlocal terminated
+            terminated = True
+            process.send_signal(signal.SIGTERM)
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm) if main_thread else None
         try:
             returncode = process.wait()
         finally:
@@ -120,8 +126,9 @@ def launch(target: str, kwargs: dict, devices: int, *, device_type: str, threads
             return
         reports = sorted((json.loads(p.read_text()) for p in Path(tmp, "errors").glob("*.json")),
                          key=lambda r: r["time"])
-    if reports and reports[0]["type"] == "Preempted":
-        raise Preempted(reports[0]["message"])
+    if terminated or (reports and reports[0]["type"] == "Preempted"):
+        raise Preempted(reports[0]["message"] if reports else f"SIGTERM before training began (torchrun exit "
+                                                              f"{returncode})")
     detail = "; ".join(f"rank {r['rank']}: {r['type']}: {r['message']}" for r in reports) or "no worker reported"
     raise DistributedError(f"data-parallel training on {devices} {device_type} processes failed "
                            f"(torchrun exit {returncode}): {detail}")

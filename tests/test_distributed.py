@@ -85,6 +85,39 @@ def test_a_preempted_data_parallel_run_resumes_to_the_uninterrupted_result(tmp_p
     assert_same_training(straight, resumed, tmp_path / "straight", tmp_path / "resumed", exact=True)
 
 
+PREEMPTED_JOB = """
+import sys
+from peftlab.distributed import launch
+from peftlab.train import Preempted
+from tests.test_distributed import CFG
+try:
+    launch("tests.test_distributed:train_tiny", {"out": sys.argv[1], "cfg": {**CFG, "devices": 2,
+           "max_steps": 100000, "eval_interval": 5}}, 2, device_type="cpu", threads=2)
+except Preempted as error:
+    print("Preempted:", error)
+"""
+
+
+def test_sigterm_to_the_job_checkpoints_every_process_and_raises_preempted(tmp_path):
+    """A local kill reaches the job's process only: it passes SIGTERM on to torchrun and its workers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    job = subprocess.Popen([sys.executable, "-c", PREEMPTED_JOB, str(tmp_path)], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "ckpt/latest.json").exists():  # training has begun: its first checkpoint
+        assert job.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    job.send_signal(signal.SIGTERM)
+    out, _ = job.communicate(timeout=120)
+    assert job.returncode == 0 and out.startswith("Preempted: stopped at step"), out
+    step = json.loads((tmp_path / "ckpt/latest.json").read_text())["step"]
+    assert f"stopped at step {step};" in out and step >= 5
+
+
 def test_a_failing_process_fails_the_run_with_its_error(tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(DistributedError, match=r"rank \d: ValueError: training option 'devices' is 1 but train\(\) "
