@@ -261,7 +261,7 @@ class Checkpointer:
                 tensors[f"opt.{key}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
         rng = rng or [torch.get_rng_state()]
         tensors["rng.torch"] = rng[0]
-        tensors |= {f"rng.torch.{rank}": state for rank, state in enumerate(rng[1:], start=1)}
+        tensors |= {f"rng.torch.{rank}": value for rank, value in enumerate(rng[1:], start=1)}
         step = state["step"]
         _atomic_save_tensors(tensors, self.folder / f"latest-{step}.safetensors")
         # The JSON is written last and names its tensor file, so a crash between the two leaves the

@@ -63,7 +63,13 @@ def test_two_gloo_processes_train_what_one_process_does_with_the_same_effective_
     expected = json.loads((tmp_path / "one/result.json").read_text())
     started = time.perf_counter()
     got = in_two_processes(tmp_path / "two")
-    print(f"two processes: {time.perf_counter() - started:.1f} s (torchrun and imports included)")
+    one, two = (load_file(str(tmp_path / d / "weights.safetensors")) for d in ("one", "two"))
+    dw = max(float((one[k] - two[k]).abs().max()) for k in one)
+    dloss = max(abs(a[k] - b[k]) for a, b in zip(expected["curve"], got["curve"], strict=True)
+                for k in ("train_loss", "dev_loss"))
+    print(f"\none process: training {expected['train']['wall_time_s']} s; two processes: training "
+          f"{got['train']['wall_time_s']} s, {time.perf_counter() - started:.1f} s with torchrun and imports; "
+          f"max |dw| {dw:.1e}, max |d loss| {dloss:.1e}")
     assert got["train"]["devices"] == 2 and expected["train"]["devices"] == 1
     assert got["train"]["effective_batch_size"] == expected["train"]["effective_batch_size"] == 16
     assert got["train"]["model_flops"] == expected["train"]["model_flops"]  # every process's tokens counted once
