@@ -63,7 +63,12 @@ def train_gpus(w):
     """GPUs a train job asks for: one per device where GPUs are counted (GPU_PER_JOB) and on a cluster, where
     it becomes sbatch --gpus=N (profiles/slurm leaves train's GPUs to this rule); none on a local CPU run,
     whose devices are then CPU processes (gloo)."""
-    return train_devices(w) if GPU_PER_JOB or workflow.non_local_exec else 0
+    devices = train_devices(w)
+    limit = getattr(workflow.global_resources.get("gpu"), "value", None)
+    if limit is not None and devices > limit:  # Snakemake would quietly cap the job at the limit
+        raise WorkflowError(f"config error: run {w.method} on {getattr(w, 'task', 'multitask')} trains on {devices} "
+                            f"devices (training option 'devices') but the command line allows gpu={limit}")
+    return devices if GPU_PER_JOB or workflow.non_local_exec else 0
 
 
 wildcard_constraints:
