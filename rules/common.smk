@@ -62,7 +62,8 @@ def train_devices(w):
 def train_gpus(w):
     """GPUs a train job asks for: one per device where GPUs are counted (GPU_PER_JOB) and on a cluster, where
     it becomes sbatch --gpus=N (profiles/slurm leaves train's GPUs to this rule); none on a local CPU run,
-    whose devices are then CPU processes (gloo)."""
+    whose devices are then CPU processes (gloo). The executor is known when jobs are created, not when this file
+    is read; a dry run (-n) has the local dry-run executor, so it shows gpu=0 for train jobs on SLURM too."""
     devices = train_devices(w)
     limit = getattr(workflow.global_resources.get("gpu"), "value", None)
     if limit is not None and devices > limit:  # Snakemake would quietly cap the job at the limit
