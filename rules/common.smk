@@ -225,8 +225,8 @@ def shared_training(w):
 
 def train_code(w):
     # data/shards.py: load_split and subset_rows pick the rows, collate makes the batches (SNIP scores the first)
-    return fingerprint("peftlab/train.py", "peftlab/train_config.py", "peftlab/runs.py", "peftlab/models.py",
-                       "peftlab/model_source.py", "peftlab/data/shards.py", *method_code(w.method))
+    return fingerprint("peftlab/train.py", "peftlab/train_config.py", "peftlab/runs.py", "peftlab/distributed.py",
+                       "peftlab/models.py", "peftlab/model_source.py", "peftlab/data/shards.py", *method_code(w.method))
 
 
 def pretraining_pairs(w):
