@@ -1,9 +1,9 @@
-"""One GPU per job on a single machine: a lock-file allocator.
+"""GPUs for a job on a single machine: a lock-file allocator.
 
 Snakemake counts a `gpu` resource (`snakemake --resources gpu=N` runs at most N GPU jobs at once) but hands a
-job no device id. A job started with `resources: gpu=1` therefore takes the first free slot i of this
-machine's GPUs by an exclusive fcntl lock on /tmp/peftlab-gpu-<i>.lock, held until the process exits (the
-kernel releases it even after a kill), and sets CUDA_VISIBLE_DEVICES=i, so that its `cuda` is GPU i.
+job no device id. A job started with `resources: gpu=n` therefore takes the first n free slots i of this
+machine's GPUs by exclusive fcntl locks on /tmp/peftlab-gpu-<i>.lock, held until the process exits (the
+kernel releases them even after a kill), and sets CUDA_VISIBLE_DEVICES=i[,j...], so that its `cuda` is GPU i.
 Where CUDA_VISIBLE_DEVICES is already set (SLURM sets it for --gpus jobs, or the user did), it is left alone.
 It must run before CUDA is initialised: counting GPUs through CUDA would fix the visible devices too early,
 so the count comes from the driver's /proc entries (PEFTLAB_GPUS overrides it).
@@ -33,18 +33,22 @@ def gpu_count() -> int:
     return len(list(folder.iterdir())) if folder.is_dir() else 0
 
 
-def claim_gpu(count: int | None = None, lock_dir: Path | None = None, timeout_s: float = 3600.0,
-              poll_s: float = 1.0) -> int | None:
-    """Take a free GPU slot for this process and make it the only visible device; None if there is nothing to
-    choose (no GPU, or CUDA_VISIBLE_DEVICES already set). Waits up to `timeout_s` when all slots are held."""
+def claim_gpus(n: int = 1, count: int | None = None, lock_dir: Path | None = None, timeout_s: float = 3600.0,
+               poll_s: float = 1.0) -> list[int] | None:
+    """Take `n` free GPU slots for this process and make them its only visible devices; None if there is nothing
+    to choose (no GPU, or CUDA_VISIBLE_DEVICES already set). Waits up to `timeout_s` while fewer are free; a
+    partial claim is let go before waiting, so two jobs each holding some never wait on each other."""
     if "CUDA_VISIBLE_DEVICES" in os.environ:
         return None
     count = gpu_count() if count is None else count
     if count == 0:
         return None
+    if n > count:
+        raise GpuBusy(f"the job asks for {n} GPUs; this machine has {count}")
     lock_dir = Path(lock_dir or tempfile.gettempdir())
     deadline = time.monotonic() + timeout_s
     while True:
+        taken: list[tuple[int, IO]] = []
         for slot in range(count):
             handle = open(lock_dir / f"peftlab-gpu-{slot}.lock", "a")  # noqa: SIM115 - held for the process's life
             try:
@@ -52,9 +56,14 @@ def claim_gpu(count: int | None = None, lock_dir: Path | None = None, timeout_s:
             except BlockingIOError:
                 handle.close()
                 continue
-            _held.append(handle)
-            os.environ["CUDA_VISIBLE_DEVICES"] = str(slot)
-            return slot
+            taken.append((slot, handle))
+            if len(taken) == n:
+                _held.extend(h for _, h in taken)
+                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(s) for s, _ in taken)
+                return [s for s, _ in taken]
+        for _, handle in taken:
+            handle.close()
         if time.monotonic() >= deadline:
-            raise GpuBusy(f"all {count} GPU slots ({lock_dir}/peftlab-gpu-*.lock) stayed held for {timeout_s:g}s")
+            raise GpuBusy(f"{n} of the {count} GPU slots ({lock_dir}/peftlab-gpu-*.lock) did not come free "
+                          f"within {timeout_s:g}s")
         time.sleep(poll_s)

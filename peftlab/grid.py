@@ -20,7 +20,7 @@ from peftlab.languages import LanguageError, languages_of
 from peftlab.methods import DEFAULT_BUDGET_TOLERANCE, METHODS, BudgetError, get_method, make_method_config
 from peftlab.methods.families import FAMILIES
 from peftlab.model_source import ModelError, resolve_model_path
-from peftlab.train_config import TrainConfig, TrainConfigError
+from peftlab.train_config import TrainConfig, TrainConfigError, pretraining_config
 
 if TYPE_CHECKING:
     import torch
@@ -309,7 +309,7 @@ def check_training(config: dict) -> None:
     for name, spec in config["base_models"].items():
         if spec["source"] == "build":
             try:  # pretraining reads build.train alone (runs.pretrain_base)
-                TrainConfig.from_dict(spec["build"].get("train", {}))
+                pretraining_config(spec["build"].get("train", {}))
             except TrainConfigError as err:
                 raise ConfigError(f"base_models.{name}.build.train: {err}") from None
     for task in config["grid"]["tasks"]:

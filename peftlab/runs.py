@@ -18,6 +18,7 @@ import torch
 from peftlab.atomic import follow_umask, make_temp_dir, replace_dir, write_json
 from peftlab.data import load_split
 from peftlab.data.shards import subset_rows
+from peftlab.distributed import launch, rank_and_world
 from peftlab.methods import (
     DEFAULT_BUDGET_TOLERANCE,
     MethodConfig,
@@ -32,7 +33,7 @@ from peftlab.methods import (
 from peftlab.models import build_marian, default_device, load_base, load_tokenizer, model_identity, shard_labels
 from peftlab.provenance import package_versions, utc_now
 from peftlab.train import first_batches, train
-from peftlab.train_config import TrainConfig
+from peftlab.train_config import TrainConfig, pretraining_config
 
 
 def denoising_rows(rows: list[dict], seed: int, drop: float = 0.25) -> list[dict]:
@@ -67,7 +68,7 @@ def pretrain_base(build: dict, tokenizer_dir: Path, shard_dirs: list[Path], out_
     """
     device = device or default_device()
     tokenizer = load_tokenizer(str(tokenizer_dir))
-    cfg = TrainConfig.from_dict(build.get("train", {}))
+    cfg = pretraining_config(build.get("train", {}))
     model = build_marian(tokenizer, d_model=build["d_model"], layers=build["layers"], heads=build["heads"],
                          ffn_dim=build["ffn_dim"], seed=cfg.seed)
     train_rows = [row for d in shard_dirs for row in load_split(Path(d), "train")]
@@ -106,8 +107,21 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
     `options`, the `train` config, `data_manifest_sha256` and `code_fingerprint`. Several shard
     folders train one multi-task model on the union of their tasks (interleaved, so every task is
     seen from the first step; the target-language tags in the sources tell the pairs apart).
+    With `devices` > 1 in the train config, this starts that many processes (peftlab/distributed.py), each of
+    which calls train_run again; rank 0 writes the outputs, and the record is read back from `record_path`.
     """
     device = device or default_device()
+    devices = TrainConfig.from_dict({**run["train"], "seed": run["seed"]}).devices
+    if devices > 1 and rank_and_world()[1] == 1:
+        paths = {"shard_dirs": [str(d) for d in shard_dirs], "method_dir": str(method_dir),
+                 "record_path": str(record_path), "checkpoint_dir": str(checkpoint_dir),
+                 "log_path": str(log_path) if log_path else None}
+        launch("peftlab.runs:train_run", {"run": run, "model_path": model_path, "model_spec": model_spec,
+                                          "task": task, **paths}, devices, device_type=device.split(":")[0])
+        return json.loads(Path(record_path).read_text())
+    shard_dirs, method_dir, record_path = [Path(d) for d in shard_dirs], Path(method_dir), Path(record_path)
+    checkpoint_dir, log_path = Path(checkpoint_dir), Path(log_path) if log_path else None
+    rank = rank_and_world()[0]
     started = utc_now()
     shard_dir = shard_dirs[0]
     labels = shard_labels(shard_dir)
@@ -135,6 +149,8 @@ def train_run(run: dict, *, model_path: str, model_spec: dict, task: dict, shard
         result = train(model, train_rows, dev_rows, cfg,
                        pad_id=model.config.pad_token_id, checkpoint_dir=checkpoint_dir, log_path=log_path,
                        device=device, run_key=json.dumps([run, model_path], sort_keys=True, default=str))
+    if rank > 0:  # rank 0 writes the outputs
+        return result
     method_sha256 = save_method(model, method_cfg, method_dir)
     record = {
         **{k: run[k] for k in ("run_id", "study", "task", "method", "budget", "seed", "code_fingerprint",

@@ -10,6 +10,13 @@ so no partial accumulation is ever saved (the accumulation position of a checkpo
 Loss normalisation under accumulation: each micro-batch's mean token loss is weighted by its share of
 the label tokens of the whole optimizer step (n_k / N), so the accumulated gradient is that of the mean
 over all tokens of the effective batch, as one batch of batch_size x grad_accumulation would give.
+
+Data parallel (`devices` > 1, started by peftlab/distributed.py): every process follows the same data order
+and takes its own contiguous 1/devices slice of each micro-batch; a slice's loss is weighted by its share of
+the label tokens of the whole step across processes, times the number of processes, so that DDP's gradient
+average is again the gradient of the mean over all tokens: N processes with slices of b train what one
+process with micro-batches of N x b trains. Dev loss is summed over the processes' slices of the dev set and
+early stopping follows rank 0's number; rank 0 alone writes checkpoints and the curve.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import os
 import resource
 import signal
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +38,7 @@ from safetensors.torch import load_file, save_file
 
 from peftlab.atomic import write_json
 from peftlab.data import collate
+from peftlab.distributed import all_sum, any_rank, barrier, from_rank0, rank_and_world, rng_states
 from peftlab.methods.core import mask_buffers
 from peftlab.train_config import TrainConfig
 
@@ -108,7 +117,11 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.
 
 @torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, rows: list[dict], pad_id: int, batch_size: int, device: str) -> float:
-    """Mean per-token cross-entropy on a fixed split (no smoothing), for early stopping."""
+    """Mean per-token cross-entropy on a fixed split (no smoothing), for early stopping. Under data
+    parallelism each process evaluates its contiguous share of the rows and the sums are added up."""
+    rank, world = rank_and_world()
+    share = math.ceil(len(rows) / world)
+    rows = rows[rank * share:(rank + 1) * share]
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
@@ -118,6 +131,8 @@ def evaluate_loss(model: torch.nn.Module, rows: list[dict], pad_id: int, batch_s
         total += float(token_loss(logits, batch["labels"])) * n
         count += n
     model.train()
+    if world > 1:
+        total, count = all_sum([total, count], device)
     return total / max(count, 1)
 
 
@@ -236,14 +251,17 @@ class Checkpointer:
                 params[name].copy_(value)
 
     def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
-             scaler: torch.amp.GradScaler | None = None) -> None:
+             scaler: torch.amp.GradScaler | None = None, rng: list[torch.Tensor] | None = None) -> None:
+        """`rng`: every process's CPU RNG state under data parallelism (rank 0's first), else this process's."""
         params = _trainable(model)
         tensors = {f"model.{n}": p for n, p in params.items()}
         tensors |= {f"mask.{n}": b for n, b in mask_buffers(model).items()}
         for name, p in params.items():
             for key, value in optimizer.state.get(p, {}).items():
                 tensors[f"opt.{key}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
-        tensors["rng.torch"] = torch.get_rng_state()
+        rng = rng or [torch.get_rng_state()]
+        tensors["rng.torch"] = rng[0]
+        tensors |= {f"rng.torch.{rank}": value for rank, value in enumerate(rng[1:], start=1)}
         step = state["step"]
         _atomic_save_tensors(tensors, self.folder / f"latest-{step}.safetensors")
         # The JSON is written last and names its tensor file, so a crash between the two leaves the
@@ -258,7 +276,7 @@ class Checkpointer:
                 old.unlink()
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                scaler: torch.amp.GradScaler | None = None) -> dict | None:
+                scaler: torch.amp.GradScaler | None = None, rank: int = 0) -> dict | None:
         meta_path = self.folder / "latest.json"
         if not meta_path.exists():
             return None
@@ -286,7 +304,7 @@ class Checkpointer:
                          if f"opt.{key}.{name}" in tensors}
             if opt_state:
                 optimizer.state[p] = opt_state
-        torch.set_rng_state(tensors["rng.torch"])
+        torch.set_rng_state(tensors["rng.torch" if rank == 0 else f"rng.torch.{rank}"])
         scaler_state = state.pop("scaler", {})
         if scaler is not None and scaler_state:
             scaler.load_state_dict(scaler_state)
@@ -337,8 +355,13 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
         raise ValueError(f"{len(train_rows)} training examples are fewer than one batch of {effective} "
                          f"(batch_size {cfg.batch_size} x grad_accumulation {cfg.grad_accumulation})")
     check_precision(cfg.precision, device)  # before any step: a job on the wrong device fails at once
+    rank, world = rank_and_world()
+    if world != cfg.devices:
+        raise ValueError(f"training option 'devices' is {cfg.devices} but train() runs in {world} process(es); "
+                         f"runs.train_run starts the processes (peftlab/distributed.py)")
+    local = cfg.batch_size // world  # each process's slice of a micro-batch (validate: batch_size % devices == 0)
     cuda = device.startswith("cuda")
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + rank)  # each process its own dropout masks; a single process is unchanged
     if not getattr(model, "is_quantized", False):  # a 4-bit base is placed by from_pretrained (device_map)
         model.to(device)
     model.train()
@@ -355,7 +378,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     ckpt = Checkpointer(checkpoint_dir, run_key)
-    state = ckpt.restore(model, optimizer, scaler) or {
+    state = ckpt.restore(model, optimizer, scaler, rank) or {
         "step": 0, "best_dev": None, "best_step": 0, "bad_evals": 0, "curve": [], "elapsed_s": 0.0,
         "tokens": 0, "time_to_best_s": 0.0, "window_loss": 0.0, "window_n": 0, "micro_batches": 0,
         "memory_mb": [], "model_flops": 0.0,
@@ -367,6 +390,15 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
         raise ValueError(f"checkpoint in {checkpoint_dir} is mid-accumulation ({state['micro_batches']} micro-batches "
                          f"at optimizer step {state['step']}); it cannot be resumed exactly")
     src_flops, tgt_flops = flops_per_token_pair(model)
+    # find_unused_parameters: a method may hold trainable weights that a forward pass leaves out; DDP would hang
+    net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[torch.device(device)] if cuda else None, find_unused_parameters=True)
+
+    def save_checkpoint(elapsed_s: float) -> None:  # every process calls it (its RNG state is gathered)
+        rng = rng_states()
+        if rank == 0:
+            ckpt.save(model, optimizer, {**state, "elapsed_s": elapsed_s}, scaler, rng)
+
     if state["step"]:
         log.info("resuming from step %d (best dev loss %s)", state["step"], state["best_dev"])
 
@@ -380,7 +412,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
     lengths = _lengths(train_rows)
     batches_per_epoch = len(train_rows) // effective * cfg.grad_accumulation  # micro-batches
     epoch_cache: dict[int, list[list[int]]] = {}
-    log_file = open(log_path, "a") if log_path else None  # noqa: SIM115
+    log_file = open(log_path, "a") if log_path and rank == 0 else None  # noqa: SIM115
     started, steps_this_call = time.perf_counter(), 0
     elapsed_before = state["elapsed_s"]
     stopped_early = False
@@ -390,14 +422,15 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
             elapsed = elapsed_before + time.perf_counter() - started
             evaluated = bool(state["curve"]) and state["curve"][-1]["step"] == step  # resumed right after one
             if step % cfg.eval_interval == 0 and step > 0 and not evaluated:
-                dev_loss = evaluate_loss(model, dev_rows, pad_id, cfg.batch_size, device)
+                dev_loss = from_rank0(evaluate_loss(model, dev_rows, pad_id, cfg.batch_size, device), device)
                 point = {"step": step, "train_loss": state["window_loss"] / max(state["window_n"], 1),
                          "dev_loss": dev_loss, "lr": get_lr(step - 1, cfg), "elapsed_s": round(elapsed, 3)}
                 state["curve"].append(point)
                 state.update(window_loss=0.0, window_n=0)
                 if state["best_dev"] is None or dev_loss < state["best_dev"]:
                     state.update(best_dev=dev_loss, best_step=step, bad_evals=0, time_to_best_s=elapsed)
-                    ckpt.save_best(model)
+                    if rank == 0:
+                        ckpt.save_best(model)
                 else:
                     state["bad_evals"] += 1
                 log.info("%s  train %.4f  dev %.4f  best %.4f@%d", progress(
@@ -406,14 +439,15 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
                 if log_file:
                     log_file.write(json.dumps(point) + "\n")
                     log_file.flush()
-                ckpt.save(model, optimizer, {**state, "elapsed_s": elapsed}, scaler)
+                save_checkpoint(elapsed)
                 if state["bad_evals"] >= cfg.patience:
                     stopped_early = True
                     break
             if step >= cfg.max_steps:
                 break
-            if preempted or (stop_after_steps is not None and steps_this_call >= stop_after_steps):
-                ckpt.save(model, optimizer, {**state, "elapsed_s": elapsed}, scaler)
+            if any_rank(preempted or (stop_after_steps is not None and steps_this_call >= stop_after_steps), device):
+                save_checkpoint(elapsed)
+                barrier()  # no process exits (and has the others killed) before rank 0 has written it
                 raise Preempted(f"stopped at step {step}; checkpoint saved in {checkpoint_dir}")
 
             for group in optimizer.param_groups:
@@ -423,22 +457,33 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
                 epoch, index = divmod(step * cfg.grad_accumulation + k, batches_per_epoch)
                 if epoch not in epoch_cache:
                     epoch_cache = {epoch: micro_batch_order(lengths, cfg, epoch)}
-                micro.append(collate([train_rows[i] for i in epoch_cache[epoch][index]], pad_id))
+                rows = epoch_cache[epoch][index][rank * local:(rank + 1) * local]
+                micro.append(collate([train_rows[i] for i in rows], pad_id))
             label_tokens = [int((b["labels"] != -100).sum()) for b in micro]
+            # the whole step's token counts, over all processes (the loss weights and the throughput need them)
+            counts = all_sum([*label_tokens, *(int(b["attention_mask"].sum()) for b in micro)], device)
+            step_labels, step_sources = counts[:len(micro)], counts[len(micro):]
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             step_loss = 0.0
-            for batch, n in zip(micro, label_tokens, strict=True):
-                batch = {k: v.to(device) for k, v in batch.items()}
-                with torch.autocast(device.split(":")[0], dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    logits = model(**batch).logits
-                # the micro-batch's share of the step's label tokens (1.0 without accumulation: bit-identical)
-                loss = token_loss(logits.float(), batch["labels"], cfg.label_smoothing) * (n / sum(label_tokens))
-                scaler.scale(loss).backward()
+            for k, (batch, n) in enumerate(zip(micro, label_tokens, strict=True)):
+                batch = {key: v.to(device) for key, v in batch.items()}
+                # gradients are all-reduced once per optimizer step, on its last micro-batch
+                last = k == len(micro) - 1
+                with nullcontext() if world == 1 or last else net.no_sync():
+                    with torch.autocast(device.split(":")[0], dtype=autocast_dtype,
+                                        enabled=autocast_dtype is not None):
+                        logits = net(**batch).logits
+                    # the slice's share of the step's label tokens (1.0 in one process without accumulation:
+                    # bit-identical), times the processes whose gradients DDP averages
+                    loss = token_loss(logits.float(), batch["labels"], cfg.label_smoothing) * (
+                        n * world / sum(step_labels))
+                    scaler.scale(loss).backward()
                 step_loss += float(loss.detach())
-                src, tgt = int(batch["attention_mask"].sum()), n
-                state["tokens"] += src + tgt
+                src, tgt = step_sources[k], step_labels[k]
+                state["tokens"] += int(src + tgt)
                 state["model_flops"] += src_flops * src + tgt_flops * tgt
+            step_loss = all_sum([step_loss], device)[0] / world  # the step's loss over all its tokens
             if cfg.grad_clip:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -462,12 +507,17 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
     elapsed = elapsed_before + time.perf_counter() - started
     peak = peak_flops(torch.cuda.get_device_name(device), cfg.precision) if cuda else None
     # model FLOPs over wall time, evaluations included (as peft's suite times a whole run); see flops_per_token_pair
-    mfu = round(state["model_flops"] / elapsed / peak, 4) if peak and elapsed > 0 else None
+    mfu = round(state["model_flops"] / elapsed / (peak * world), 4) if peak and elapsed > 0 else None
     if state["best_dev"] is None:  # max_steps below eval_interval: the final weights are the best we have
-        state.update(best_dev=evaluate_loss(model, dev_rows, pad_id, cfg.batch_size, device), best_step=state["step"])
-        ckpt.save_best(model)
+        state.update(best_dev=from_rank0(evaluate_loss(model, dev_rows, pad_id, cfg.batch_size, device), device),
+                     best_step=state["step"])
+        if rank == 0:
+            ckpt.save_best(model)
+    barrier()  # rank 0's best weights are on disk
     ckpt.load_best(model)
-    ckpt.discard()
+    barrier()  # and every process has read them
+    if rank == 0:
+        ckpt.discard()
     return {
         "train": {
             "steps": state["step"], "wall_time_s": round(elapsed, 3),
@@ -481,7 +531,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
             "memory": memory_summary(state["memory_mb"], device),
             "precision": cfg.precision, "grad_accumulation": cfg.grad_accumulation,
             "effective_batch_size": effective, "gradient_checkpointing": cfg.gradient_checkpointing,
-            "tf32": cuda, "fused_adamw": cuda,
+            "tf32": cuda, "fused_adamw": cuda, "devices": world,
             "model_flops": state["model_flops"], "mfu": mfu,
         },
         "curve": state["curve"],

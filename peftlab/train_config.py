@@ -41,6 +41,10 @@ class TrainConfig:
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute activations in the backward pass (HF gradient_checkpointing_enable): less memory, "
                 "about a third more compute"})
+    devices: int = field(default=1, metadata={
+        "help": "data-parallel processes per train job: GPUs (DDP over nccl) or, without CUDA, CPU processes "
+                "(gloo); each takes batch_size / devices of every micro-batch, so the effective batch, the data "
+                "order and the result do not depend on it (to float rounding)"})
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -90,3 +94,15 @@ class TrainConfig:
         need(self.seed >= 0, "seed", ">= 0")
         need(self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}")
         need(self.grad_accumulation >= 1, "grad_accumulation", ">= 1 (micro-batches per optimizer step)")
+        need(self.devices >= 1, "devices", ">= 1 (processes per train job)")
+        need(self.batch_size % self.devices == 0, "batch_size",
+             f"a multiple of devices ({self.devices}): each process takes an equal slice of every micro-batch")
+
+
+def pretraining_config(values: dict) -> TrainConfig:
+    """A built base model's `build.train`: checked as any, and in one process (pretraining is not data parallel)."""
+    cfg = TrainConfig.from_dict(values)
+    if cfg.devices > 1:
+        raise TrainConfigError(f"training option 'devices' must be 1 for pretraining a built base model (it runs in "
+                               f"one process; data parallelism is for train jobs), got {cfg.devices}", "devices")
+    return cfg

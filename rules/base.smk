@@ -30,7 +30,8 @@ rule pretrain_base:
     params:
         build=lambda w: canonical(model_spec(w.model)["build"]),
         checkpoints="results/{study}/checkpoints/base/{model}",
-        code=fingerprint("peftlab/models.py", "peftlab/runs.py", "peftlab/train.py", "peftlab/train_config.py"),
+        code=fingerprint("peftlab/models.py", "peftlab/runs.py", "peftlab/train.py", "peftlab/train_config.py",
+                         "peftlab/distributed.py"),
     log:
         "logs/{study}/pretrain_base/{model}.log",
     resources:

@@ -52,6 +52,26 @@ THREADS = config.get("threads_per_job", 1)
 GPU_PER_JOB = 1 if getattr(workflow.global_resources.get("gpu"), "value", None) is not None else 0
 
 
+def train_devices(w):
+    """A train job's data-parallel processes (`train: devices`, peftlab/distributed.py); a multi-task job's
+    training options are its first task's, as multitask_spec's."""
+    task = getattr(w, "task", None) or grid.multitask_tasks(config, w.model, w.method)[0]
+    return grid.train_config(config, w.method, task).get("devices", 1)
+
+
+def train_gpus(w):
+    """GPUs a train job asks for: one per device where GPUs are counted (GPU_PER_JOB) and on a cluster, where
+    it becomes sbatch --gpus=N (profiles/slurm leaves train's GPUs to this rule); none on a local CPU run,
+    whose devices are then CPU processes (gloo). The executor is known when jobs are created, not when this file
+    is read; a dry run (-n) has the local dry-run executor, so it shows gpu=0 for train jobs on SLURM too."""
+    devices = train_devices(w)
+    limit = getattr(workflow.global_resources.get("gpu"), "value", None)
+    if limit is not None and devices > limit:  # Snakemake would quietly cap the job at the limit
+        raise WorkflowError(f"config error: run {w.method} on {getattr(w, 'task', 'multitask')} trains on {devices} "
+                            f"devices (training option 'devices') but the command line allows gpu={limit}")
+    return devices if GPU_PER_JOB or workflow.non_local_exec else 0
+
+
 wildcard_constraints:
     study=STUDY,
     task="|".join(map(re.escape, [*config["tasks"], *grid.task_variants(config)])),
@@ -205,8 +225,8 @@ def shared_training(w):
 
 def train_code(w):
     # data/shards.py: load_split and subset_rows pick the rows, collate makes the batches (SNIP scores the first)
-    return fingerprint("peftlab/train.py", "peftlab/train_config.py", "peftlab/runs.py", "peftlab/models.py",
-                       "peftlab/model_source.py", "peftlab/data/shards.py", *method_code(w.method))
+    return fingerprint("peftlab/train.py", "peftlab/train_config.py", "peftlab/runs.py", "peftlab/distributed.py",
+                       "peftlab/models.py", "peftlab/model_source.py", "peftlab/data/shards.py", *method_code(w.method))
 
 
 def pretraining_pairs(w):

@@ -4,6 +4,7 @@
 # input until a second invocation): rebuilding them retrains, touching them does not.
 # A method entry with `multitask: true` trains one model per (base model, method, budget, seed)
 # on the union of the study's translation tasks (train_multitask); each task's run adopts it.
+# A job whose training options set `devices: N` asks for N GPUs and trains data parallel (train_gpus).
 
 
 rule train:
@@ -26,7 +27,7 @@ rule train:
     log:
         "logs/{study}/train/{task}/{method}/{budget}/seed{seed}.log",
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=train_gpus,
     threads: THREADS
     conda:
         "../environment.yml"
@@ -54,7 +55,7 @@ rule train_multitask:
     log:
         "logs/{study}/train_multitask/{model}/{method}/{budget}/seed{seed}.log",
     resources:
-        gpu=GPU_PER_JOB,
+        gpu=train_gpus,
     threads: THREADS
     conda:
         "../environment.yml"

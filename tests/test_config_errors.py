@@ -177,6 +177,10 @@ case("min-lr-ratio-2", "check_config", "'min_lr_ratio' must be in [0, 1]")(set_i
 case("grad-clip-negative", "check_config", "'grad_clip' must be >= 0")(set_in("train.grad_clip", -1.0))
 case("build-train-eval-interval", "check_config", "base_models.tiny-marian.build.train: training option "
      "'eval_interval'")(set_in("base_models.tiny-marian.build.train.eval_interval", 100_000))
+case("build-train-devices", "check_config", "base_models.tiny-marian.build.train: training option 'devices' must "
+     "be 1 for pretraining")(set_in("base_models.tiny-marian.build.train.devices", 2))
+case("devices-not-dividing-batch", "check_config", "'batch_size' must be a multiple of devices (3)")(
+    set_in("train.devices", 3))
 case("swept-lr-nan", "check_config", "methods.full.sweep.lr")(set_in("methods.full.sweep", {"lr": [math.nan]}))
 
 

@@ -234,6 +234,31 @@ def test_training_cost_and_seed_spread(db: tuple[Path, list[Path]]) -> None:
     assert chrf["n_seeds"] == 2 and chrf["std"] == pytest.approx(0.2 / math.sqrt(2))
 
 
+def test_runs_carry_the_training_measurements_of_train_json(db: tuple[Path, list[Path]]) -> None:
+    db_path, dirs = db
+    runs = query(db_path, "SELECT * FROM runs").set_index("run_id")
+    checked = 0
+    for d in dirs:
+        tr = json.loads((d / "train.json").read_text())
+        row, t = runs.loc[tr["run_id"]], tr["train"]
+        memory = t.get("memory", {})
+        expected = {"memory_avg_mb": memory.get("avg_mb"), "memory_p99_mb": memory.get("p99_mb"),
+                    "memory_max_mb": memory.get("max_mb"), "memory_source": memory.get("source"),
+                    **{k: t.get(k) for k in ("tokens_per_s", "model_flops", "mfu", "precision", "devices")},
+                    "adapter_bytes": tr.get("adapter_bytes")}
+        for column, value in expected.items():
+            assert (pd.isna(row[column]) if value is None else row[column] == value), (tr["run_id"], column)
+        checked += "memory" in t and t["mfu"] is not None
+    assert checked > 0 and runs["mfu"].isna().any()  # values and NULLs both went through
+    cost = query(db_path, "SELECT * FROM training_cost").set_index(["task", "method", "budget"])
+    ok = runs[runs["status"] == "ok"]
+    lora = ok[(ok["task"] == "en-de") & (ok["method"] == "lora") & (ok["budget"] == "0.01")]
+    row = cost.loc[("en-de", "lora", "0.01")]
+    assert row["memory_avg_mb_mean"] == pytest.approx(lora["memory_avg_mb"].mean())
+    assert row["mfu_mean"] == pytest.approx(lora["mfu"].mean())  # NULLs (seed 0) are left out, as pandas does
+    assert row["adapter_bytes_mean"] == pytest.approx(lora["adapter_bytes"].mean())
+
+
 def test_idempotent_incremental_and_replacing(tmp_path: Path) -> None:
     db_path = tmp_path / "results.duckdb"
     dirs = make_grid(tmp_path)

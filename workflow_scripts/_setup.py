@@ -22,13 +22,14 @@ def start(snakemake) -> None:
     # One OpenMP pool per job, sized to the job's threads; passive waiting stops idle threads from
     # spinning against the jobs running beside this one.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # A GPU job (resources: gpu=1, see rules/common.smk) takes its own GPU before CUDA starts (peftlab/gpu.py).
-    if int(getattr(snakemake.resources, "gpu", 0) or 0) >= 1:
-        from peftlab.gpu import claim_gpu
+    # A GPU job (resources: gpu=n, see rules/common.smk) takes its own GPUs before CUDA starts (peftlab/gpu.py).
+    if (wanted := int(getattr(snakemake.resources, "gpu", 0) or 0)) >= 1:
+        from peftlab.gpu import claim_gpus
 
-        slot = claim_gpu()
-        if slot is not None:
-            logging.getLogger("peftlab").info("GPU slot %d (CUDA_VISIBLE_DEVICES=%d)", slot, slot)
+        slots = claim_gpus(wanted)
+        if slots is not None:
+            logging.getLogger("peftlab").info("GPU slots %s (CUDA_VISIBLE_DEVICES=%s)", slots,
+                                              os.environ["CUDA_VISIBLE_DEVICES"])
     import torch
 
     torch.set_num_threads(max(1, snakemake.threads))

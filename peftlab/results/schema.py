@@ -37,6 +37,18 @@ TABLES: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
         ("time_per_step_s", "DOUBLE", "mean seconds per optimizer step"),
         ("tokens_per_s", "DOUBLE", "training throughput, tokens per second"),
         ("peak_memory_mb", "DOUBLE", "peak training memory, MB"),
+        ("memory_avg_mb", "DOUBLE", "training memory per optimizer step, MB: mean over the steps (memory_source)"),
+        ("memory_p99_mb", "DOUBLE", "training memory per optimizer step, MB: 99th percentile"),
+        ("memory_max_mb", "DOUBLE", "training memory per optimizer step, MB: maximum"),
+        ("memory_source", "VARCHAR", "what the per-step memory measures: cuda_max_memory_allocated_per_step (the "
+                                     "step's CUDA peak, on rank 0 when data parallel) | process_rss_per_step (CPU)"),
+        ("model_flops", "DOUBLE", "model FLOPs of the training steps (forward and backward, trainable-aware 6N "
+                                  "rule, peftlab.train.flops_per_token_pair), all devices together"),
+        ("mfu", "DOUBLE", "model FLOPs utilisation: model_flops / wall time / the GPUs' dense peak (NULL on CPU "
+                          "or a GPU not in peftlab.train.PEAK_FLOPS)"),
+        ("adapter_bytes", "BIGINT", "bytes of the method's weight files a run ships (its .safetensors)"),
+        ("precision", "VARCHAR", "training precision: fp32 | bf16 | fp16"),
+        ("devices", "INTEGER", "data-parallel processes the run trained in (GPUs, or gloo CPU processes)"),
         ("best_dev_score", "DOUBLE", "best dev score seen (see dev_metric)"),
         ("dev_metric", "VARCHAR", "metric behind best_dev_score, e.g. dev_loss"),
         ("best_step", "INTEGER", "step of the best dev score"),
@@ -312,7 +324,12 @@ SELECT study, task, method, budget,
     avg(time_to_best_s) AS time_to_best_s_mean,
     stddev_samp(time_to_best_s) AS time_to_best_s_std,
     avg(peak_memory_mb) AS peak_memory_mb_mean,
-    max(peak_memory_mb) AS peak_memory_mb_max
+    max(peak_memory_mb) AS peak_memory_mb_max,
+    avg(memory_avg_mb) AS memory_avg_mb_mean,
+    avg(memory_p99_mb) AS memory_p99_mb_mean,
+    avg(model_flops) AS model_flops_mean,
+    avg(mfu) AS mfu_mean,
+    avg(adapter_bytes) AS adapter_bytes_mean
 FROM runs WHERE status = 'ok'
 GROUP BY study, task, method, budget
 ORDER BY study, task, method, budget_target NULLS FIRST

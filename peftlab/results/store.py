@@ -256,7 +256,10 @@ def _frames(records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
                 finished_at=_utc(tr.get("finished_at")),
                 **{k: t.get(k) for k in ("steps", "wall_time_s", "time_per_step_s", "tokens_per_s",
                                          "peak_memory_mb", "best_dev_score", "dev_metric", "best_step",
-                                         "time_to_best_s", "stopped_early")})
+                                         "time_to_best_s", "stopped_early", "model_flops", "mfu", "precision",
+                                         "devices")},
+                **{f"memory_{k}": (t.get("memory") or {}).get(k) for k in ("avg_mb", "p99_mb", "max_mb", "source")},
+                adapter_bytes=tr.get("adapter_bytes"))
             if run["budget"] is not None:
                 run["budget"] = str(run["budget"])
             for point in tr.get("curve") or []:

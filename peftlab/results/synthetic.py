@@ -46,12 +46,17 @@ def synthetic_records(study: str, task: str, method: str, budget: str, seed: int
         "train": {"steps": 120 if failed else steps, "wall_time_s": 60.0 + 30 * frac + seed,
                   "time_per_step_s": 0.2, "tokens_per_s": 5000.0 - 1000 * frac,
                   "peak_memory_mb": 300 + 200 * frac,
+                  "memory": {"source": "cuda_max_memory_allocated_per_step", "avg_mb": 250 + 150 * frac + seed,
+                             "p99_mb": 290 + 190 * frac + seed, "max_mb": 300 + 200 * frac},
+                  "model_flops": 4.0e12 * (1 + frac) + seed, "mfu": None if seed == 0 else 0.3 + 0.1 * frac,
+                  "precision": "bf16", "devices": 1 + seed,
                   "best_dev_score": 2.0 + gap / 10, "dev_metric": "dev_loss", "best_step": 250,
                   "time_to_best_s": 50.0 + 10 * frac + seed, "stopped_early": not failed},
         "curve": [{"step": s, "train_loss": 4.0 - s / 100, "dev_loss": 3.9 - s / 110, "lr": 0.001,
                    "elapsed_s": s * 0.2} for s in range(50, (120 if failed else steps) + 1, 50)],
         "versions": {"peftlab": "0.1.0", "torch": "2.9.0", "transformers": "5.23.0", "peft": "0.21.2",
                      "git": "abc123"},
+        "adapter_bytes": 4 * trainable,
         "device": "cpu", "started_at": "2026-11-23T03:00:00Z", "finished_at": "2026-11-23T03:01:00+00:00",
     }
     if failed:
