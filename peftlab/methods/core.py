@@ -33,7 +33,7 @@ METHOD_FILES = (WEIGHTS_NAME, CONFIG_NAME)
 # layers but its masks have no peft equivalent: ours only.
 PEFT_DIR = "peft"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
-PEFT_METHODS = frozenset({"lora", "ia3", "prefix"})
+PEFT_METHODS = frozenset({"lora", "ia3", "prefix", "peft"})
 
 
 def apply_method(model: nn.Module, cfg: MethodConfig,
@@ -184,7 +184,7 @@ def added_parameters(model: nn.Module) -> list[nn.Parameter]:
         elif isinstance(module, BaseTunerLayer):
             base = {id(p) for p in module.get_base_layer().parameters()}
             out.extend(p for p in module.parameters() if id(p) not in base)
-    if isinstance(model, PeftModel) and model.prompt_encoder is not None:
+    if isinstance(model, PeftModel) and model.active_peft_config.is_prompt_learning:  # other tuners have none
         out.extend(model.prompt_encoder.parameters())
     return list({id(p): p for p in out}.values())
 
