@@ -273,8 +273,11 @@ case("peft-knob-in-config", "check_config", "methods.tuner.options: peft: LORA c
      "'config': the option 'size' (or the budget) sets it")(lambda c, tmp: add_peft(c, {"config": {"r": 4}}))
 case("peft-unknown-tuner-option", "check_config", "methods.tuner on base model tiny-marian (task en-de): peft: "
      "LoraConfig has no field 'use_droa'")(lambda c, tmp: add_peft(c, {"config": {"use_droa": True}}))
+case("peft-adalora-penalty", "check_config", "methods.tuner.options: peft: ADALORA needs config {orth_reg_weight: 0}")(
+    lambda c, tmp: add_peft(c, {"tuner": "ADALORA"}))
 case("peft-bad-tuner-value", "check_config", "methods.tuner on base model tiny-marian (task en-de): peft: ADALORA "
-     "config {}: AdaLoRA does not work when `total_step` is None")(lambda c, tmp: add_peft(c, {"tuner": "ADALORA"}))
+     "config {'orth_reg_weight': 0}: AdaLoRA does not work when `total_step` is None")(
+    lambda c, tmp: add_peft(c, {"tuner": "ADALORA", "config": {"orth_reg_weight": 0}}))
 case("peft-tuner-unsupported-by-family", "check_config", "methods.tuner on base model t5 (task topic): peft: "
      "PROMPT_TUNING needs a model that takes inputs_embeds; T5ForSequenceClassification does not")(
     lambda c, tmp: (t5_classifier(c, tmp), add_peft(c, {"tuner": "PROMPT_TUNING"})))

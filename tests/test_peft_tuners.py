@@ -39,7 +39,7 @@ ROWS = {
     "rsLoRA": ("LORA", {"use_rslora": True}, 2),
     "PiSSA": ("LORA", {"init_lora_weights": "pissa"}, 2),
     "OLoRA": ("LORA", {"init_lora_weights": "olora"}, 2),
-    "AdaLoRA": ("ADALORA", {"target_r": 2, "total_step": 10}, 4),
+    "AdaLoRA": ("ADALORA", {"target_r": 2, "total_step": 10, "orth_reg_weight": 0}, 4),
     "VeRA": ("VERA", {}, 4),
     "LoHa": ("LOHA", {}, 2),
     "LoKr": ("LOKR", {}, 2),
@@ -170,7 +170,9 @@ def test_bad_tuner_options_are_named() -> None:
     with pytest.raises(MethodError, match=r"LoraConfig has no field 'use_droa'; its fields: \[.*'use_dora'"):
         apply_method(model, make_method_config("peft", {"config": {"use_droa": True}}))
     with pytest.raises(MethodError, match="total_step"):
-        apply_method(model, make_method_config("peft", {"tuner": "ADALORA"}))
+        apply_method(model, make_method_config("peft", {"tuner": "ADALORA", "config": {"orth_reg_weight": 0}}))
+    with pytest.raises(MethodError, match="ADALORA needs config {orth_reg_weight: 0}"):
+        make_method_config("peft", {"tuner": "ADALORA", "config": {"total_step": 10}})
     with pytest.raises(MethodError, match="Target modules.*not found"):
         solve_budget(model, "peft", {"config": {"target_modules": ["query"]}}, 0.01)
 
@@ -181,6 +183,28 @@ def test_default_targets_are_the_familys_and_can_be_overridden() -> None:
     model = apply_method(tiny_model("t5"), make_method_config("peft", {"tuner": "LOHA", "config": {
         "target_modules": ["o"]}}))
     assert model.peft_config["default"].target_modules == {"o"}
+
+
+def test_adalora_reallocates_ranks_while_training(tmp_path) -> None:
+    """peftlab.train calls AdaLoRA's update_and_allocate every step: by the end, Marian's 6 adapted matrices keep
+    target_r x 6 singular values in all (peft's final budget) out of 4 x 6, the others are masked to zero (without
+    the calls, all 24 train away from their zero initialisation)."""
+    from peftlab.train import train
+    from peftlab.train_config import TrainConfig
+
+    config = {"target_r": 1, "total_step": 12, "tinit": 2, "tfinal": 4, "deltaT": 1, "orth_reg_weight": 0}
+    model = apply_method(tiny_model("marian"), make_method_config("peft", {"tuner": "ADALORA", "config": config,
+                                                                           "size": 4}))
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(48):
+        ids = torch.randint(3, 100, (6,), generator=gen).tolist() + [2]
+        rows.append({"id": str(i), "input_ids": ids, "labels": ids})
+    cfg = TrainConfig(lr=1e-2, batch_size=8, max_steps=12, warmup_steps=2, eval_interval=12, patience=2)
+    train(model, rows[:40], rows[40:], cfg, pad_id=0, checkpoint_dir=tmp_path, run_key="k")
+    kept = [int((p != 0).sum()) for n, p in model.named_parameters() if "lora_E" in n]
+    assert len(kept) == 6 and sum(kept) == 6 * 1  # marian: q and v of the encoder, decoder and cross-attention
+    assert model.peft_config["default"].rank_pattern is not None
 
 
 def main() -> None:

@@ -75,6 +75,11 @@ class PeftTunerConfig(MethodConfig):
             if key in self.config:
                 why = "the option 'size' (or the budget) sets it" if key == knob else "peftlab sets it"
                 raise MethodError(f"peft: {self.tuner} config field {key!r} cannot be given in 'config': {why}")
+        if self.tuner == "ADALORA" and self.config.get("orth_reg_weight", 0.5) != 0:  # 0.5: peft's default
+            # peft adds AdaLoRA's orthogonality penalty to outputs.loss, which peftlab's loop does not use (it computes
+            # its own token loss, for label smoothing and accumulation): say that it is off instead of recording 0.5
+            raise MethodError("peft: ADALORA needs config {orth_reg_weight: 0}: peftlab's training loop computes its "
+                              "own loss, without the orthogonality penalty peft adds to outputs.loss")
         self.config = dict(self.config)
         if self.size is None:  # resolved before it is recorded, so the saved config says what ran
             self.size = TUNERS[self.tuner].default
