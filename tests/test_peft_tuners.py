@@ -207,6 +207,29 @@ def test_adalora_reallocates_ranks_while_training(tmp_path) -> None:
     assert model.peft_config["default"].rank_pattern is not None
 
 
+def test_the_documented_study_entries_are_valid() -> None:
+    """docs/extending.md's example entries pass the schema and planning's checks, and peft takes their configs."""
+    import re
+    from pathlib import Path
+
+    import yaml
+    from snakemake.utils import validate
+
+    from peftlab import grid
+
+    repo = Path(__file__).resolve().parent.parent
+    text = (repo / "docs" / "extending.md").read_text().split("## A peft tuner")[1]
+    entries = yaml.safe_load(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))["methods"]
+    assert {"dora", "pissa", "vera", "adalora"} <= set(entries)
+    config = yaml.safe_load((repo / "config" / "test.yaml").read_text())
+    config["methods"] |= entries
+    validate(config, str(repo / "config" / "schema.yaml"))
+    grid.check_config(config)  # the entries are not in the grid: no budget to solve here
+    for entry in entries.values():
+        for family, task in (("marian", "seq2seq"), ("bert", "classification")):
+            assert solve_budget(tiny_model(family, task), "peft", entry["options"], None).trainable > 0
+
+
 def main() -> None:
     """Print the table: one row per tuner, one column per family, each cell what passed or the refusal."""
     import tempfile
