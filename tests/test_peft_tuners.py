@@ -241,6 +241,50 @@ def test_the_documented_study_entries_are_valid() -> None:
             assert solve_budget(tiny_model(family, task), "peft", entry["options"], None).trainable > 0
 
 
+def test_a_run_trains_and_reloads_through_the_workflows_code(tmp_path) -> None:
+    """A PiSSA run as a study's train job makes it (runs.train_run: budget solved on the loaded model, PiSSA's SVD
+    of its real weights, training, saving), reloaded by peftlab.load_run and by peft itself to the same outputs."""
+    from language_models import build, corpus_file
+    from transformers import AutoModelForSeq2SeqLM
+
+    import peftlab
+    from peftlab.data import build_shards, prepare_corpus
+    from peftlab.languages import languages_of
+    from peftlab.models import load_tokenizer
+    from peftlab.runs import train_run
+    from peftlab.translate import translate
+
+    spec = {"source": "local", "path": str(build("m2m100", tmp_path / "model"))}
+    task = {"kind": "translation", "source_lang": "en", "target_lang": "ja", "dev_size": 5, "test_size": 5,
+            "split_seed": 0, "corpus": {"source": "local", "path": str(corpus_file(tmp_path / "pairs.jsonl"))}}
+    prepare_corpus(task, tmp_path / "corpus")
+    build_shards(tmp_path / "corpus", load_tokenizer(spec["path"]), tmp_path / "shards", tokenizer_id="m2m100",
+                 languages=languages_of(spec, task))
+    options = {"tuner": "LORA", "config": {"init_lora_weights": "pissa", "lora_alpha": 16}}
+    base = AutoModelForSeq2SeqLM.from_pretrained(spec["path"])
+    budget = solve_budget(base, "peft", options | {"size": 3}, None).realised
+    run = {"run_id": "t/mt/pissa/b/seed0", "study": "t", "task": "mt", "method": "pissa", "method_name": "peft",
+           "budget": f"{budget:.6g}", "seed": 0, "options": options, "base_model": "tiny", "code_fingerprint": "t",
+           "data_manifest_sha256": None,
+           "train": {"lr": 0.02, "batch_size": 4, "max_steps": 4, "warmup_steps": 1, "eval_interval": 2, "patience": 4}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        record = train_run(run, model_path=spec["path"], model_spec=spec, task=task, shard_dirs=[tmp_path / "shards"],
+                           method_dir=tmp_path / "run/method", record_path=tmp_path / "run/train.json",
+                           checkpoint_dir=tmp_path / "ckpt")
+        loaded = peftlab.load_run(tmp_path / "run")
+        by_peft = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(spec["path"]),
+                                            tmp_path / "run/method/peft").eval()
+    assert record["method_config"]["size"] == 3 and record["method_config"]["config"]["init_lora_weights"] == "pissa"
+    assert record["params"]["trainable"] == solve_budget(base, "peft", options | {"size": 3}, None).trainable
+    batch = _batch(loaded.model)
+    torch.testing.assert_close(_logits(loaded.model, batch), _logits(by_peft, batch), atol=1e-5, rtol=1e-5)
+    sources = ["Save the file", "Open a new window"]
+    assert translate(loaded.model, loaded.tokenizer, sources, languages=loaded.languages, num_beams=2,
+                     max_new_tokens=8) == translate(by_peft, loaded.tokenizer, sources, languages=loaded.languages,
+                                                    num_beams=2, max_new_tokens=8)
+
+
 def main() -> None:
     """Print the table: one row per tuner, one column per family, each cell what passed or the refusal."""
     import tempfile
