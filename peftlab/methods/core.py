@@ -30,8 +30,7 @@ CONFIG_NAME = "method_config.json"
 METHOD_FILES = (WEIGHTS_NAME, CONFIG_NAME)
 # The methods that are peft tuners end to end (lora, ia3, prefix and every tuner of the generic `peft` method) are
 # also saved in peft's own format, in <method dir>/peft, so PeftModel.from_pretrained(base, <method dir>/peft)
-# loads them without peftlab. SparseAdapter builds on LoRA
-# layers but its masks have no peft equivalent: ours only.
+# loads them without peftlab. SparseAdapter builds on LoRA layers but its masks have no peft equivalent: ours only.
 PEFT_DIR = "peft"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 PEFT_METHODS = frozenset({"lora", "ia3", "prefix", "peft"})
