@@ -145,10 +145,16 @@ def load_model(path: str, kind: str, spec: dict | None = None, num_labels: int |
 
 
 def _load_classifier(path: str, num_labels: int | None, kwargs: dict) -> PreTrainedModel:
-    """A sequence classifier whose freshly initialised head goes unreported: transformers logs a load report
-    (a warning) for its missing weights on every load, one per job, which is expected and says nothing. The
-    report is held back and logged as it was only when the load found anything else: missing weights in the
-    encoder, unexpected or mismatched keys."""
+    """A sequence classifier for `num_labels` classes from any checkpoint of the architecture: a bare encoder, a
+    causal LM (its lm_head is dropped), or a fine-tuned classifier whose head has another number of labels
+    (that head is re-initialised: ignore_mismatched_sizes, limited to the head below).
+
+    transformers logs a load report (a warning) for the new head on every load, one per job, which is expected
+    and says nothing; it is held back and logged as it was only when the load found anything in the base model
+    itself (missing or unexpected weights). Keys outside the base model (`bert.*`, `model.*`) are heads: a
+    missing head is the new one, an unexpected one is the checkpoint's other head (lm_head, BERT's MLM `cls`), a
+    mismatched one had another label count. A weight of the base model with another shape raises ModelError:
+    ignore_mismatched_sizes would have re-initialised it at random."""
     report_logger = logging.getLogger("transformers.modeling_utils")
     held: list[logging.LogRecord] = []
 
@@ -161,15 +167,38 @@ def _load_classifier(path: str, num_labels: int | None, kwargs: dict) -> PreTrai
     report_logger.addFilter(hold)
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, output_loading_info=True, **kwargs)
+            path, num_labels=num_labels, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
     finally:
         report_logger.removeFilter(hold)
-    # The head is everything outside the base model's submodule (e.g. `classifier.*` beside `bert.*`).
-    head_only = all(not k.startswith(f"{model.base_model_prefix}.") for k in info["missing_keys"])
-    if not (head_only and not info["unexpected_keys"] and not info["mismatched_keys"]):
+
+    def in_base(key: str) -> bool:  # the head is everything outside the base model (`classifier.*` beside `bert.*`)
+        return key.startswith(f"{model.base_model_prefix}.")
+
+    reinitialised = sorted(f"{key}: {tuple(saved)} in the checkpoint, {tuple(now)} here"
+                           for key, saved, now in info["mismatched_keys"] if in_base(key))
+    if reinitialised:
+        raise ModelError(f"{path}: base model weights whose shapes do not fit its config: {reinitialised}")
+    if any(in_base(k) for k in (*info["missing_keys"], *info["unexpected_keys"])):
         for record in held:
             report_logger.handle(record)
     return model
+
+
+def pad_with_eos(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give a model and its tokenizer a padding token where they have none: the tokenizer's EOS token.
+
+    Decoder-only LLM tokenizers (Llama, Mistral) define no pad token and their configs no pad_token_id, but
+    batches need one, and *ForSequenceClassification finds the token it classifies, each sequence's last, as the
+    last one that is not padding (with no pad_token_id it refuses batches of more than one). Padding with EOS is
+    the usual choice (it needs no new embedding row); padding is right-padding under an attention mask, and a
+    sequence that itself ends in EOS is then classified at the token before it, in training and evaluation
+    alike. A pad token the tokenizer has (Qwen, Gemma) is also written into a config that lacks it."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(f"{type(tokenizer).__name__} has neither a pad nor an EOS token to pad batches with")
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
 
 
 def model_identity(path: str, spec: dict) -> str:
@@ -193,6 +222,7 @@ def load_base(model_path: str, model_spec: dict, task: dict, num_labels: int | N
     quantization_kwargs(model_spec, device)  # a 4-bit base on a CPU fails before the tokenizer loads
     tokenizer = load_tokenizer(model_path, model_spec)
     model = load_model(model_path, task["kind"], model_spec, num_labels=num_labels, device=device)
+    pad_with_eos(model, tokenizer)
     return model, tokenizer
 
 

@@ -22,7 +22,7 @@ from peftlab.methods import (
 )
 from peftlab.methods.coda import layer as coda_layer
 from peftlab.methods.coda.layer import CodaLayer, ParallelLayer
-from peftlab.methods.tiny import example_batch, tiny_model
+from peftlab.methods.tiny import DECODER_FAMILIES, example_batch, tiny_model
 
 torch.set_num_threads(1)
 
@@ -328,3 +328,7 @@ def test_bad_options_and_unsupported_models() -> None:
         apply_method(gpt2, make_method_config("coda", {}))
     with pytest.raises(MethodError, match="deberta-v2"):
         apply_method(tiny_model("deberta-v2", "classification"), make_method_config("coda", {}))
+    for family in DECODER_FAMILIES:  # token routing needs an encoder
+        for task in ("causal_lm", "classification"):
+            with pytest.raises(MethodError, match=f"coda: {family} is a decoder-only model"):
+                apply_method(tiny_model(family, task), make_method_config("coda", {}))

@@ -34,6 +34,7 @@ SIZE = {"houlsby": 4, "pfeiffer": 4, "parallel": 4, "lora": 2}
 CASES = [(base, fam, task) for base in SIZE for fam, task in [("marian", "seq2seq"), ("bert", "classification")]]
 CASES += [(base, "t5", "seq2seq") for base in ("pfeiffer", "lora")]
 CASES += [(base, fam, "classification") for base in SIZE for fam in ("roberta", "deberta-v2")]  # paper: RoBERTa
+CASES += [(base, "llama", task) for base in SIZE for task in ("causal_lm", "classification")]  # decoder-only LLMs
 
 
 def _ids(cases) -> list[str]:
@@ -140,7 +141,10 @@ def test_only_adapter_weights_train() -> None:
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
 
 
-@pytest.mark.parametrize("base,family,task", CASES[:4], ids=_ids(CASES[:4]))
+SAVE_CASES = CASES[:4] + [("houlsby", "llama", "causal_lm"), ("lora", "llama", "classification")]
+
+
+@pytest.mark.parametrize("base,family,task", SAVE_CASES, ids=_ids(SAVE_CASES))
 def test_save_load_restores_masks(base: str, family: str, task: str, tmp_path) -> None:
     _, model, cfg = _sparse(base, family, task)
     batch = example_batch(model)

@@ -108,3 +108,90 @@ def test_classifier_head_loads_quietly_but_a_missing_encoder_weight_is_reported(
         load_model(str(tmp_path / "broken"), "classification", num_labels=3)
     [report] = reports()
     assert "bert.encoder.layer.0.output.dense.weight" in report and "MISSING" in report
+
+
+def _load_reports(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "LOAD REPORT" in r.getMessage()]
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_a_classifier_with_another_label_count_is_a_base(tmp_path, caplog, family):
+    """A fine-tuned classifier (3 labels) as the base of a 5-label task: its head is re-initialised, the rest
+    loads as saved, and nothing is reported (the head's new size is what was asked for)."""
+    from peftlab.methods.tiny import tiny_model
+    from peftlab.models import load_model
+
+    saved = tiny_model(family, "classification")  # NUM_LABELS = 3
+    saved.save_pretrained(tmp_path)
+    head = "classifier" if family == "bert" else "score"
+    with caplog.at_level(logging.WARNING):
+        five = load_model(str(tmp_path), "classification", num_labels=5)
+        three = load_model(str(tmp_path), "classification", num_labels=3)
+    assert _load_reports(caplog) == []
+    assert getattr(five, head).out_features == 5 and five.config.num_labels == 5 and len(five.config.id2label) == 5
+    backbone = {k: v for k, v in saved.state_dict().items() if not k.startswith(head)}
+    for model in (five, three):
+        state = model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in backbone.items())
+    assert torch.equal(getattr(three, head).weight, getattr(saved, head).weight)  # same size: kept, not re-drawn
+
+
+def test_a_causal_lm_loads_as_a_classifier_quietly_but_a_misshapen_base_weight_fails(tmp_path, caplog):
+    import json
+
+    from peftlab.methods.tiny import tiny_model
+    from peftlab.models import load_model
+
+    lm = tiny_model("llama", "causal_lm")  # untied: its checkpoint holds an lm_head that the classifier drops
+    lm.save_pretrained(tmp_path / "lm")
+    with caplog.at_level(logging.WARNING):
+        model = load_model(str(tmp_path / "lm"), "classification", num_labels=4)
+    assert _load_reports(caplog) == [] and model.score.out_features == 4
+    assert torch.equal(model.model.layers[0].mlp.down_proj.weight, lm.model.layers[0].mlp.down_proj.weight)
+
+    _tiny_bert(tmp_path / "misshapen")  # a config that no longer fits the weights: not re-drawn at random
+    config = json.loads((tmp_path / "misshapen" / "config.json").read_text())
+    (tmp_path / "misshapen" / "config.json").write_text(json.dumps(config | {"intermediate_size": 48}))
+    with pytest.raises(ModelError, match=r"bert\.encoder\.layer\.0\.intermediate\.dense\.weight"):
+        load_model(str(tmp_path / "misshapen"), "classification", num_labels=3)
+
+
+def _word_tokenizer(folder, pad: bool) -> None:
+    """A word-level tokenizer whose only special token is EOS (as Llama's and Mistral's have no pad token)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"w{i}": i + 3 for i in range(40)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    extra = {"pad_token": "<unk>"} if pad else {}
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>", **extra).save_pretrained(
+        folder)
+
+
+def test_a_decoder_classifier_without_a_pad_token_pads_with_eos(tmp_path):
+    """LlamaForSequenceClassification classifies each sequence's last non-pad token; with no pad token anywhere,
+    load_base pads with EOS, and a right-padded sequence gets the logits it gets alone."""
+    from peftlab.data import collate
+    from peftlab.methods.tiny import tiny_model
+    from peftlab.models import load_base
+
+    model = tiny_model("llama", "classification", vocab=43)
+    model.config.pad_token_id = None  # as in Llama's and Mistral's config.json
+    model.save_pretrained(tmp_path)
+    _word_tokenizer(tmp_path, pad=False)
+    spec = {"source": "local", "path": str(tmp_path)}
+    model, tokenizer = load_base(str(tmp_path), spec, {"kind": "classification"}, num_labels=3)
+    assert tokenizer.pad_token == "</s>" and model.config.pad_token_id == tokenizer.eos_token_id == 2
+    short, long = tokenizer("w1 w2 w3")["input_ids"], tokenizer("w4 w5 w6 w7 w8 w9")["input_ids"]
+    batch = collate([{"input_ids": short, "label": 0}, {"input_ids": long, "label": 1}], model.config.pad_token_id)
+    model.eval()
+    with torch.no_grad():
+        together = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        alone = model(input_ids=torch.tensor([short])).logits
+    assert batch["input_ids"][0, -1] == 2  # padded
+    torch.testing.assert_close(together[0], alone[0])
+
+    _word_tokenizer(tmp_path, pad=True)  # a tokenizer's own pad token (Qwen, Gemma) reaches a config without one
+    model, tokenizer = load_base(str(tmp_path), spec, {"kind": "classification"}, num_labels=3)
+    assert tokenizer.pad_token == "<unk>" and model.config.pad_token_id == 0

@@ -29,11 +29,20 @@ from peftlab.translate import translate
 torch.set_num_threads(1)
 
 CASES = [("marian", "lora", {"rank": 4}), ("marian", "ia3", {}), ("marian", "prefix", {"num_virtual_tokens": 3}),
-         ("minilm", "lora", {"rank": 4}), ("minilm", "prefix", {"num_virtual_tokens": 3})]
+         ("minilm", "lora", {"rank": 4}), ("minilm", "prefix", {"num_virtual_tokens": 3}),
+         # decoder-only LLMs: a causal LM (peft's CAUSAL_LM task) and a sequence classifier (the `score` head)
+         ("llama", "lora", {"rank": 4}), ("llama", "ia3", {}), ("llama", "prefix", {"num_virtual_tokens": 3}),
+         ("qwen2-cls", "lora", {"rank": 4}), ("qwen2-cls", "prefix", {"num_virtual_tokens": 3})]
 
 
 def fresh(which: str) -> torch.nn.Module:
-    return minilm_classifier(seed=1) if which == "minilm" else tiny_model("marian", seed=1)
+    if which == "minilm":
+        return minilm_classifier(seed=1)
+    if which == "llama":
+        return tiny_model("llama", "causal_lm", seed=1)
+    if which == "qwen2-cls":
+        return tiny_model("qwen2", "classification", seed=1)
+    return tiny_model("marian", seed=1)
 
 
 def trained(which: str, method: str, options: dict) -> tuple[torch.nn.Module, object]:
@@ -146,6 +155,42 @@ def test_load_run_classifies_with_the_trained_head(clf_run):
     batch = loaded.tokenizer(["Australian Dollar", "Kilometers per hour"], return_tensors="pt", padding=True)
     with torch.no_grad():
         assert torch.allclose(loaded.model(**batch).logits, by_peft(**batch).logits, atol=1e-5)
+
+
+def _byte_tokenizer(folder) -> None:
+    """A byte-level tokenizer (every text tokenizes, no merges) whose only special token is EOS, as Llama's and
+    Mistral's tokenizers have no pad token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))} | {"</s>": 256}
+    backend = Tokenizer(models.BPE(vocab, merges=[]))
+    backend.pre_tokenizer, backend.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>").save_pretrained(folder)
+
+
+def test_a_llama_classifier_without_a_pad_token_trains_and_classifies(tmp_path):
+    """A decoder-only base through the run path: load_base pads with EOS (the tokenizer and config have no pad
+    token), training batches pad with it, and the trained run classifies a padded batch as it does each text
+    alone (the classifier reads each sequence's last real token)."""
+    model = tiny_model("llama", "classification", vocab=260, seed=1)
+    model.config.pad_token_id = None
+    model.save_pretrained(tmp_path / "model")
+    _byte_tokenizer(tmp_path / "model")
+    spec = {"source": "local", "path": str(tmp_path / "model")}
+    prepare_corpus(CLF_TASK, tmp_path / "corpus")
+    build_shards(tmp_path / "corpus", load_tokenizer(spec["path"]), tmp_path / "shards", tokenizer_id="bytes",
+                 max_length=24)
+    run_dir = make_run(tmp_path, spec, spec["path"], CLF_TASK, "ia3", "none", tmp_path / "shards")
+    loaded = peftlab.load_run(run_dir)
+    assert loaded.tokenizer.pad_token == "</s>" and loaded.model.config.pad_token_id == 256
+    texts = ["Australian Dollar", "Kilometers per hour", "Iceland"]
+    batch = loaded.tokenizer(texts, return_tensors="pt", padding=True)
+    assert (batch["input_ids"] == 256).any()  # padded with EOS
+    with torch.no_grad():
+        together = loaded.model(**batch).logits
+        alone = torch.cat([loaded.model(**loaded.tokenizer([t], return_tensors="pt")).logits for t in texts])
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
 
 
 def test_load_run_refuses_failed_runs_old_records_and_another_base_model(clf_run, mt_run, tmp_path):

@@ -39,9 +39,9 @@ class BottleneckAdapter(nn.Module):
 
 
 class AdapterWrapper(MethodLayer):
-    """A serial adapter on a projection's output: y = base(x); return y + adapter(y)."""
+    """A serial adapter on a projection's (or a sublayer's output norm's) output: y = base(x); return y + adapter(y)."""
 
-    def __init__(self, base_layer: nn.Linear, adapter: nn.Module) -> None:
+    def __init__(self, base_layer: nn.Module, adapter: nn.Module) -> None:
         super().__init__(base_layer)
         self.adapter = adapter
 
@@ -50,12 +50,18 @@ class AdapterWrapper(MethodLayer):
         return h + self.adapter(h)
 
 
-def bottleneck_wrapper(bottleneck: int, activation: str):
-    """A factory for wrap_modules: a BottleneckAdapter on the wrapped layer's output, on its device/dtype."""
+def output_size(module: nn.Module) -> int:
+    """The width of a wrapped module's output: a projection's out_features, a norm's size (Gemma 2/3's sublayer
+    outputs are RMSNorms, whose weight is one vector)."""
+    return module.out_features if isinstance(module, nn.Linear) else module.weight.shape[0]
 
-    def make(name: str, linear: nn.Linear) -> AdapterWrapper:
-        weight = linear.weight
-        adapter = BottleneckAdapter(linear.out_features, bottleneck, activation, weight.device, weight.dtype)
-        return AdapterWrapper(linear, adapter)
+
+def bottleneck_wrapper(bottleneck: int, activation: str):
+    """A factory for wrap_modules: a BottleneckAdapter on the wrapped module's output, on its device/dtype."""
+
+    def make(name: str, module: nn.Module) -> AdapterWrapper:
+        weight = module.weight
+        adapter = BottleneckAdapter(output_size(module), bottleneck, activation, weight.device, weight.dtype)
+        return AdapterWrapper(module, adapter)
 
     return make

@@ -25,13 +25,16 @@ class Family:
     # Pfeiffer's adapter reads the FFN sublayer's output after its residual (and, post-LN, its LayerNorm).
     # Post-LN families name the LayerNorm that sum goes into, pre-LN families the module that returns it.
     ffn_norm: str | None  # post-LN (BERT, RoBERTa, XLM-R, Marian): the LayerNorm after the FFN's residual
-    ffn_sublayer: str | None  # pre-LN (mBART, M2M100, T5): the module whose output is x + FFN(LN(x))
+    ffn_sublayer: str | None  # pre-LN (mBART, M2M100, T5, decoder-only LLMs): the module whose output is x + FFN(LN(x))
     # the module whose input is x, the FFN sublayer's residual input, which parallel adapters read (AdapterHub's
     # par_bn, He et al.'s code): the first projection's input post-LN, the FFN's LayerNorm's input pre-LN
     ffn_residual_in: str
     lora_targets: tuple[str, ...]  # peft target_modules (name suffixes): the LoRA paper's W_q and W_v
     ia3_targets: str  # keys, values and the FFN's second projection (IA3 paper)
     ia3_feedforward: str  # IA3 scales these layers' input (the FFN's inner activation), not their output
+    # Gemma 2/3 normalise each sublayer's output before its residual: attn_out and ffn_out then name those
+    # RMSNorms (the sublayer's last module, where Houlsby's and the parallel adapter's deltas join), not projections
+    out_is_norm: bool = False
 
 
 _BERT = r".*\.layer\.\d+\."
@@ -90,6 +93,41 @@ _t5 = Family(
     ia3_feedforward=_T5 + r"DenseReluDense\.wo",
 )
 
+# Decoder-only LLMs (Llama, Mistral, Qwen2/3, Gemma; Gemma 2/3 below) are pre-norm: a layer returns
+# s = h + MLP(post_attention_layernorm(h)), h = x + o_proj(Attn(input_layernorm(x))), a tensor in transformers 5.
+# AdapterHub's Llama (attention_adapters(o_proj output, residual), output_adapters(mlp output, residual), no
+# LayerNorm) puts Houlsby on o_proj's and down_proj's outputs, Pfeiffer on s (the layer's output) and reads the
+# parallel adapter's input from h (the MLP's RMSNorm's input). tests/test_llm_families.py checks each against the
+# forward written out by hand.
+_LLAMA = r".*\.layers\.\d+\."
+_llama = Family(
+    name="llama",
+    attn_out=_LLAMA + r"self_attn\.o_proj",
+    cross_attn_out=None,
+    ffn_out=_LLAMA + r"mlp\.down_proj",
+    ffn_norm=None,
+    ffn_sublayer=r".*\.layers\.\d+",
+    ffn_residual_in=_LLAMA + r"post_attention_layernorm",
+    lora_targets=("q_proj", "v_proj"),  # the LoRA paper's W_q and W_v; also peft's default for these types
+    # the IA3 paper's keys and values (peft's own default for llama/mistral; for gemma/qwen peft lists q_proj,
+    # not the paper's keys) and the MLP's inner activation, down_proj's input
+    ia3_targets=_LLAMA + r"(self_attn\.(k_proj|v_proj)|mlp\.down_proj)",
+    ia3_feedforward=_LLAMA + r"mlp\.down_proj",
+)
+
+# Gemma 2 and 3: h = x + N_a(o_proj(Attn(input_layernorm(x)))), s = h + N_f(MLP(pre_feedforward_layernorm(h))),
+# N_a = post_attention_layernorm, N_f = post_feedforward_layernorm. Houlsby's adapters read N_a's and N_f's outputs
+# (the sublayer outputs AdapterHub's attention_adapters/output_adapters receive), the parallel adapter's delta
+# joins after N_f, unnormalised (h + N_f(MLP) + s * A(h)); on o_proj/down_proj both would pass through the norms.
+_gemma2 = replace(
+    _llama,
+    name="gemma2",
+    attn_out=_LLAMA + r"post_attention_layernorm",
+    ffn_out=_LLAMA + r"post_feedforward_layernorm",
+    ffn_residual_in=_LLAMA + r"pre_feedforward_layernorm",
+    out_is_norm=True,
+)
+
 FAMILIES: dict[str, Family] = {
     "bert": _bert,
     "roberta": _bert,  # RoBERTa keeps BERT's module names (checked on a RobertaConfig model, transformers 5)
@@ -100,6 +138,13 @@ FAMILIES: dict[str, Family] = {
     "m2m_100": _bart_pre_ln,
     "t5": _t5,
     "mt5": _t5,
+    "llama": _llama,
+    "mistral": _llama,  # Llama's layer, module names and forward (checked on a MistralConfig model, transformers 5)
+    "qwen2": _llama,  # Llama's layout; q/k/v carry biases (BitFit trains those)
+    "qwen3": _llama,  # Llama's layout plus q_norm/k_norm RMSNorms inside attention (LN-tuning trains them)
+    "gemma": _llama,  # Llama's layout; (1 + weight) RMSNorm, scaled embeddings, GeGLU: all inside the modules
+    "gemma2": _gemma2,
+    "gemma3_text": _gemma2,  # Gemma 2's layer plus q_norm/k_norm; Gemma3ForCausalLM, the text-only model
 }
 
 # Task heads are direct children of the *For<Task> model under one of these names; every method trains them

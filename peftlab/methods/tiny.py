@@ -15,7 +15,10 @@ import transformers as tf
 from .core import untie_output_layer
 
 SEQ2SEQ_FAMILIES = ("marian", "mbart", "m2m_100", "t5", "mt5")
-CLASSIFIER_FAMILIES = ("bert", "roberta", "xlm-roberta", "deberta-v2", "mbart", "t5", "mt5")
+# decoder-only LLMs: task "causal_lm" (or "classification")
+DECODER_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
+CLASSIFIER_FAMILIES = ("bert", "roberta", "xlm-roberta", "deberta-v2", "mbart", "t5", "mt5", *DECODER_FAMILIES)
+TASKS = ("seq2seq", "causal_lm", "classification")
 NUM_LABELS = 3
 PAD, EOS = 0, 2
 
@@ -33,7 +36,8 @@ def tiny_model(
     vocab: int = 100,
     seed: int = 0,
 ) -> tf.PreTrainedModel:
-    """A randomly initialised model: task "seq2seq" (MT) or "classification" (NUM_LABELS classes)."""
+    """A randomly initialised model: task "seq2seq" (MT, encoder-decoders), "causal_lm" (decoder-only LLMs) or
+    "classification" (NUM_LABELS classes)."""
     torch.manual_seed(seed)
     ids = dict(vocab_size=vocab, pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD)
     bart = dict(
@@ -47,9 +51,23 @@ def tiny_model(
     )
     enc = dict(vocab_size=vocab, hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=2,
                intermediate_size=2 * d_model, max_position_embeddings=64)
+    # grouped-query attention (2 query heads, 1 key/value head) as in the hub's Llama 3, Mistral, Qwen and Gemma
+    decoder = dict(vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=layers,
+                   num_attention_heads=2, num_key_value_heads=1, head_dim=d_model // 2, max_position_embeddings=64,
+                   bos_token_id=1, pad_token_id=PAD, eos_token_id=EOS)
     cls = task == "classification"
-    if task not in ("seq2seq", "classification"):
-        raise ValueError(f"task must be seq2seq or classification, got {task!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if family in DECODER_FAMILIES:
+        if task == "seq2seq":
+            raise ValueError(f"{family} is decoder-only: task causal_lm or classification, not seq2seq")
+        config_cls, lm_cls, cls_cls = _DECODER_CLASSES[family]
+        # tie lm_head to the embeddings as the small hub checkpoints do (Qwen2.5-0.5B, Qwen3-0.6B, Gemma-2B tie;
+        # Llama-2 and Mistral-7B do not), so the table covers both
+        config = config_cls(num_labels=NUM_LABELS, tie_word_embeddings=family in _TIED, **decoder)
+        return (cls_cls if cls else lm_cls)(config)
+    if task == "causal_lm":
+        raise ValueError(f"no tiny causal_lm model for family {family!r}; decoder-only: {DECODER_FAMILIES}")
     if family == "marian" and not cls:
         return tf.MarianMTModel(tf.MarianConfig(**bart))
     if family == "m2m_100" and not cls:
@@ -74,6 +92,18 @@ def tiny_model(
         config = tf.XLMRobertaConfig(num_labels=NUM_LABELS, pad_token_id=1, **enc)
         return tf.XLMRobertaForSequenceClassification(config)
     raise ValueError(f"no tiny {task} model for family {family!r}")
+
+
+_DECODER_CLASSES = {  # config, causal LM, sequence classifier
+    "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, tf.LlamaForSequenceClassification),
+    "mistral": (tf.MistralConfig, tf.MistralForCausalLM, tf.MistralForSequenceClassification),
+    "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM, tf.Qwen2ForSequenceClassification),
+    "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM, tf.Qwen3ForSequenceClassification),
+    "gemma": (tf.GemmaConfig, tf.GemmaForCausalLM, tf.GemmaForSequenceClassification),
+    "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM, tf.Gemma2ForSequenceClassification),
+    "gemma3_text": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM, tf.Gemma3TextForSequenceClassification),
+}
+_TIED = ("qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
 
 
 def minilm_path() -> Path:
@@ -102,8 +132,11 @@ def example_batch(
     if eos is not None:
         input_ids[:, -1] = eos
     out = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-    if model.config.is_encoder_decoder and not type(model).__name__.endswith("ForSequenceClassification"):
+    classifier = type(model).__name__.endswith("ForSequenceClassification")
+    if model.config.is_encoder_decoder and not classifier:
         out["labels"] = torch.randint(3, vocab, (batch, target_length), generator=gen)
+    elif not classifier:  # a causal LM predicts its own input (the model shifts the labels)
+        out["labels"] = input_ids.clone()
     else:
         out["labels"] = torch.randint(0, model.config.num_labels, (batch,), generator=gen)
     return out
@@ -144,6 +177,28 @@ FULL_SIZE = {
         vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
         intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
         num_labels=NUM_LABELS)),
+    # decoder-only LLMs: grouped-query attention, gated MLPs; tied embeddings where config.json says so
+    "Llama-3.2-1B (llama)": (tf.LlamaForCausalLM, tf.LlamaConfig, dict(
+        vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=64, tie_word_embeddings=True)),
+    "Mistral-7B-v0.1 (mistral)": (tf.MistralForCausalLM, tf.MistralConfig, dict(
+        vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, tie_word_embeddings=False)),
+    "Qwen2.5-0.5B (qwen2)": (tf.Qwen2ForCausalLM, tf.Qwen2Config, dict(
+        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+        num_key_value_heads=2, tie_word_embeddings=True)),
+    "Qwen3-0.6B (qwen3)": (tf.Qwen3ForCausalLM, tf.Qwen3Config, dict(
+        vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, tie_word_embeddings=True)),
+    "gemma-2b (gemma)": (tf.GemmaForCausalLM, tf.GemmaConfig, dict(
+        vocab_size=256000, hidden_size=2048, intermediate_size=16384, num_hidden_layers=18, num_attention_heads=8,
+        num_key_value_heads=1, head_dim=256, tie_word_embeddings=True)),
+    "gemma-2-2b (gemma2)": (tf.Gemma2ForCausalLM, tf.Gemma2Config, dict(
+        vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
+        num_key_value_heads=4, head_dim=256, tie_word_embeddings=True)),
+    "gemma-3-1b-pt (gemma3_text)": (tf.Gemma3ForCausalLM, tf.Gemma3TextConfig, dict(
+        vocab_size=262144, hidden_size=1152, intermediate_size=6912, num_hidden_layers=26, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=256, tie_word_embeddings=True)),
 }
 
 

@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from ..adapter_layers import AdapterWrapper
+from ..adapter_layers import AdapterWrapper, output_size
 from ..families import family_of
 from ..registry import MethodError
 from ..wrapping import wrap_modules
@@ -17,9 +17,10 @@ def inject(model: nn.Module, cfg: CompacterConfig) -> nn.Module:
     weight = next(model.parameters())
     rule = new_rule(cfg.phm_dim, weight.device, weight.dtype)  # one set for the whole model
 
-    def make(name: str, linear: nn.Linear) -> AdapterWrapper:
-        adapter = PHMAdapter(linear.out_features, cfg.bottleneck, rule, cfg.phm_rank, cfg.activation)
-        return AdapterWrapper(linear, adapter)
+    def make(name: str, module: nn.Module) -> AdapterWrapper:
+        adapter = PHMAdapter(output_size(module), cfg.bottleneck, rule, cfg.phm_rank, cfg.activation)
+        return AdapterWrapper(module, adapter)
 
-    wrap_modules(model, [family.attn_out, family.ffn_out], make, cfg.method)
+    wrap_modules(model, [family.attn_out, family.ffn_out], make, cfg.method,
+                 kind=None if family.out_is_norm else nn.Linear)
     return model

@@ -14,5 +14,6 @@ def inject(model: nn.Module, cfg: HoulsbyConfig) -> nn.Module:
         if family.cross_attn_out is None or not model.config.is_encoder_decoder:
             raise MethodError(f"houlsby: cross_attention needs an encoder-decoder model, not {family.name}")
         patterns.append(family.cross_attn_out)
-    wrap_modules(model, patterns, bottleneck_wrapper(cfg.bottleneck, cfg.activation), cfg.method)
+    wrap_modules(model, patterns, bottleneck_wrapper(cfg.bottleneck, cfg.activation), cfg.method,
+                 kind=None if family.out_is_norm else nn.Linear)
     return model

@@ -12,9 +12,10 @@ from ..wrapping import MethodLayer
 
 
 class ParallelAdapterWrapper(MethodLayer):
-    """Wraps the FFN's last projection: returns base(h) + scaling * adapter(x), x being the FFN sublayer's input."""
+    """Wraps the FFN's last projection (Gemma 2/3: its output norm): returns base(h) + scaling * adapter(x), x being
+    the FFN sublayer's input."""
 
-    def __init__(self, base_layer: nn.Linear, adapter: nn.Module, scaling: float) -> None:
+    def __init__(self, base_layer: nn.Module, adapter: nn.Module, scaling: float) -> None:
         super().__init__(base_layer)
         self.adapter = adapter
         self.scaling = scaling

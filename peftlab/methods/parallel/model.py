@@ -4,7 +4,7 @@ import re
 
 from torch import nn
 
-from ..adapter_layers import BottleneckAdapter
+from ..adapter_layers import BottleneckAdapter, output_size
 from ..families import family_of
 from ..registry import MethodError
 from ..wrapping import wrap_modules
@@ -18,12 +18,13 @@ def inject(model: nn.Module, cfg: ParallelConfig) -> nn.Module:
     family = family_of(model)
     outputs: dict[str, ParallelAdapterWrapper] = {}  # by layer
 
-    def make_output(name: str, linear: nn.Linear) -> ParallelAdapterWrapper:
-        w = linear.weight
-        adapter = BottleneckAdapter(linear.out_features, cfg.bottleneck, cfg.activation, w.device, w.dtype)
-        return ParallelAdapterWrapper(linear, adapter, cfg.scaling)
+    def make_output(name: str, module: nn.Module) -> ParallelAdapterWrapper:
+        w = module.weight
+        adapter = BottleneckAdapter(output_size(module), cfg.bottleneck, cfg.activation, w.device, w.dtype)
+        return ParallelAdapterWrapper(module, adapter, cfg.scaling)
 
-    for name in wrap_modules(model, [family.ffn_out], make_output, cfg.method):
+    kind = None if family.out_is_norm else nn.Linear
+    for name in wrap_modules(model, [family.ffn_out], make_output, cfg.method, kind=kind):
         outputs[_LAYER.match(name).group(1)] = model.get_submodule(name)
 
     def make_tap(name: str, module: nn.Module) -> FFNInputTap:
