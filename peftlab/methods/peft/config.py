@@ -104,5 +104,9 @@ class PeftTunerConfig(MethodConfig):
         span = self.spec.span
         if span == "divisor":  # a block size must divide the adapted layers' input size (d for the default targets)
             return [b for b in range(2, d + 1) if d % b == 0]  # b = 1: OFT trains nothing
-        return {"rank": range(1, d + 1), "wide": range(1, 16 * d + 1), "area": range(1, d * d + 1),
-                "tokens": range(1, MAX_VIRTUAL_TOKENS + 1)}[span]
+        if span == "area":  # up to the smallest default target: v, whose output under grouped-query attention is
+            # only the key/value heads' width (Llama, Mistral, Qwen, Gemma)
+            kv_heads = getattr(model_config, "num_key_value_heads", None)
+            head_dim = getattr(model_config, "head_dim", None) or d // model_config.num_attention_heads
+            return range(1, d * min(d, kv_heads * head_dim if kv_heads else d) + 1)
+        return {"rank": range(1, d + 1), "wide": range(1, 16 * d + 1), "tokens": range(1, MAX_VIRTUAL_TOKENS + 1)}[span]
