@@ -106,6 +106,27 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.
                            label_smoothing=smoothing)
 
 
+def is_causal_batch(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> bool:
+    """A decoder-only LM's batch: token labels (2-D, class labels are 1-D) on a model without an encoder."""
+    return batch["labels"].dim() == 2 and not model.config.is_encoder_decoder
+
+
+def logits_and_labels(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits and the labels they predict. A seq2seq model or a classifier takes the labels (seq2seq builds
+    its decoder input from them) and its logits line up with them. A causal LM's labels are its input ids with
+    -100 on the prompt (Hugging Face's convention): position t predicts label t + 1, so both are shifted here,
+    and the labels are not passed in (the model would compute a second, unused loss over the whole vocabulary)."""
+    if not is_causal_batch(model, batch):
+        return model(**batch).logits, batch["labels"]
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    return logits[:, :-1], predicted_labels(model, batch)
+
+
+def predicted_labels(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The labels the loss counts (logits_and_labels): a causal LM's first label has no logit before it."""
+    return batch["labels"][:, 1:] if is_causal_batch(model, batch) else batch["labels"]
+
+
 @torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, rows: list[dict], pad_id: int, batch_size: int, device: str) -> float:
     """Mean per-token cross-entropy on a fixed split (no smoothing), for early stopping."""
@@ -113,9 +134,9 @@ def evaluate_loss(model: torch.nn.Module, rows: list[dict], pad_id: int, batch_s
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
         batch = {k: v.to(device) for k, v in collate(rows[start:start + batch_size], pad_id).items()}
-        logits = model(**batch).logits
-        n = int((batch["labels"] != -100).sum())
-        total += float(token_loss(logits, batch["labels"])) * n
+        logits, labels = logits_and_labels(model, batch)
+        n = int((labels != -100).sum())
+        total += float(token_loss(logits, labels)) * n
         count += n
     model.train()
     return total / max(count, 1)
@@ -424,19 +445,20 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
                 if epoch not in epoch_cache:
                     epoch_cache = {epoch: micro_batch_order(lengths, cfg, epoch)}
                 micro.append(collate([train_rows[i] for i in epoch_cache[epoch][index]], pad_id))
-            label_tokens = [int((b["labels"] != -100).sum()) for b in micro]
+            label_tokens = [int((predicted_labels(model, b) != -100).sum()) for b in micro]
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             step_loss = 0.0
             for batch, n in zip(micro, label_tokens, strict=True):
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with torch.autocast(device.split(":")[0], dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    logits = model(**batch).logits
+                    logits, labels = logits_and_labels(model, batch)
                 # the micro-batch's share of the step's label tokens (1.0 without accumulation: bit-identical)
-                loss = token_loss(logits.float(), batch["labels"], cfg.label_smoothing) * (n / sum(label_tokens))
+                loss = token_loss(logits.float(), labels, cfg.label_smoothing) * (n / sum(label_tokens))
                 scaler.scale(loss).backward()
                 step_loss += float(loss.detach())
-                src, tgt = int(batch["attention_mask"].sum()), n
+                # a causal LM's target tokens are part of its input: counted once, through the whole model
+                src, tgt = int(batch["attention_mask"].sum()), 0 if is_causal_batch(model, batch) else n
                 state["tokens"] += src + tgt
                 state["model_flops"] += src_flops * src + tgt_flops * tgt
             if cfg.grad_clip:
