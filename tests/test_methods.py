@@ -35,6 +35,7 @@ from peftlab.methods.core import added_parameters, task_heads
 from peftlab.methods.families import FAMILIES
 from peftlab.methods.tiny import (
     CLASSIFIER_FAMILIES,
+    DECODER_FAMILIES,
     SEQ2SEQ_FAMILIES,
     example_batch,
     minilm_classifier,
@@ -44,6 +45,7 @@ from peftlab.methods.tiny import (
 torch.set_num_threads(1)
 
 FAMILY_TASKS = [(f, "seq2seq") for f in SEQ2SEQ_FAMILIES]
+FAMILY_TASKS += [(f, "causal_lm") for f in DECODER_FAMILIES]
 FAMILY_TASKS += [(f, "classification") for f in CLASSIFIER_FAMILIES]
 OPTIONS = {  # small knobs: the checks do not depend on size
     "base": {},
@@ -67,6 +69,8 @@ UNSUPPORTED = {  # (method, family, task) that must raise MethodError
     ("prefix", "t5", "classification"),
     ("prefix", "mt5", "classification"),
     ("prefix", "deberta-v2", "classification"),  # DeBERTa's encoder takes no past_key_values
+    # Llama, Mistral, Qwen3 and Gemma have no bias terms (Qwen2's q/k/v projections have)
+    *{("bitfit", f, t) for f in ("llama", "mistral", "qwen3", "gemma") for t in ("causal_lm", "classification")},
 }
 ALL = [(m, f, t) for m in OPTIONS for f, t in FAMILY_TASKS]
 CASES = [c for c in ALL if c not in UNSUPPORTED]
@@ -241,7 +245,7 @@ def _layers(config) -> int:
 
 def _backbone(base) -> list[tuple[str, torch.nn.Module]]:
     """Modules outside the task head, by qualified name."""
-    heads = ("classifier", "classification_head", "pooler")  # DeBERTa's pooler: beside its classifier
+    heads = ("classifier", "classification_head", "pooler", "score")  # DeBERTa's pooler: beside its classifier
     return [(n, m) for n, m in base.named_modules() if n.split(".")[0] not in heads]
 
 
@@ -267,16 +271,18 @@ def _expected_trainable(method: str, base, cfg) -> int:
         return sum(cfg.rank * (m.in_features + m.out_features) for m in adapted)
     if method == "ia3":  # a vector per key and value (output size) and per FFN inner activation (input size)
         kv = sum(m.out_features for n, m in linears if n.split(".")[-1] in KV)
-        ffn_out = r"(\bfc2|\bwo|layer\.\d+\.output\.dense)$"
+        ffn_out = r"(\bfc2|\bwo|layer\.\d+\.output\.dense|\bdown_proj)$"
         ffn = sum(m.in_features for n, m in linears if re.search(ffn_out, n))
         return kv + ffn
-    if method == "prefix":  # length x layers x 2 (key, value) x d, layers as peft counts them
-        return cfg.num_virtual_tokens * base.config.num_hidden_layers * 2 * d
+    if method == "prefix":  # length x layers x 2 (key, value) x key/value width, layers as peft counts them
+        config = base.config  # grouped-query attention (Llama, Qwen, Gemma, Mistral): fewer key/value heads
+        kv = config.num_key_value_heads * config.head_dim if hasattr(config, "num_key_value_heads") else d
+        return cfg.num_virtual_tokens * config.num_hidden_layers * 2 * kv
     if method == "bitfit":
         return sum(p.numel() for n, m in _backbone(base) for pn, p in m.named_parameters(recurse=False)
                    if pn == "bias" and "Sinusoidal" not in type(m).__name__)
     if method == "lntuning":
-        return sum(p.numel() for _, m in _backbone(base) if type(m).__name__.endswith("LayerNorm")
+        return sum(p.numel() for _, m in _backbone(base) if type(m).__name__.endswith(("LayerNorm", "RMSNorm"))
                    for p in m.parameters())
     raise AssertionError(method)
 
@@ -336,6 +342,28 @@ def test_generate_works_after_apply(method: str, family: str) -> None:
     assert out.shape[0] == 2
 
 
+@pytest.mark.parametrize("method", ["lora", "ia3", "houlsby", "pfeiffer", "prefix", "parallel", "compacter"])
+@pytest.mark.parametrize("family", ["llama", "gemma"])  # pfeiffer wraps whole decoder layers (KV cache inside)
+def test_causal_lm_generates_after_apply(method: str, family: str) -> None:
+    base, model, _ = _adapted(method, family, "causal_lm")
+    batch = example_batch(model)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    base.eval(), model.eval()
+    out = model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert out.shape == (2, batch["input_ids"].shape[1] + 3)
+    if method != "prefix":  # at init the adapted model is the base model: the same greedy continuation
+        assert torch.equal(out, base.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False))
+    with torch.no_grad():  # trained-looking weights: decoding with the KV cache equals recomputing every step
+        for p in added_parameters(model):
+            p.add_(torch.randn_like(p))
+        seq, mask = inputs["input_ids"], inputs["attention_mask"]
+        for _ in range(3):  # greedy by hand, the whole sequence each step (min_new_tokens: EOS is barred)
+            logits = model(input_ids=seq, attention_mask=mask).logits[:, -1]
+            logits[:, model.config.eos_token_id] = -float("inf")
+            seq, mask = torch.cat([seq, logits.argmax(-1, keepdim=True)], 1), torch.cat([mask, mask[:, :1]], 1)
+    assert torch.equal(model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False), seq)
+
+
 def _wrapped(model, cls: str) -> list[str]:
     return sorted(n for n, m in model.named_modules() if type(m).__name__ == cls)
 
@@ -370,11 +398,23 @@ def test_attach_points() -> None:
         "decoder.block.0.layer.2.DenseReluDense.wo",
         "encoder.block.0.layer.1.DenseReluDense.wo",
     ]
+    # decoder-only LLMs (pre-norm): Houlsby on o_proj and down_proj, Pfeiffer around the whole decoder layer (it
+    # returns s = h + MLP(norm(h))), the parallel adapter reads h where the MLP's RMSNorm does
+    for family in DECODER_FAMILIES:
+        _, model, _ = _adapted("houlsby", family, "causal_lm")
+        assert _wrapped(model, "AdapterWrapper") == ["model.layers.0.mlp.down_proj", "model.layers.0.self_attn.o_proj"]
+        _, model, _ = _adapted("pfeiffer", family, "classification")
+        assert _wrapped(model, "SublayerOutputAdapter") == ["model.layers.0"]
+        _, model, _ = _adapted("parallel", family, "causal_lm")
+        assert _wrapped(model, "FFNInputTap") == ["model.layers.0.post_attention_layernorm"]
+        assert _wrapped(model, "ParallelAdapterWrapper") == ["model.layers.0.mlp.down_proj"]
     cfg = make_method_config("houlsby", {"bottleneck": 2, "cross_attention": True})
     wrapped = _wrapped(apply_method(tiny_model("marian"), cfg), "AdapterWrapper")
     assert any(n.endswith("encoder_attn.out_proj") for n in wrapped)
     with pytest.raises(MethodError, match="cross_attention"):
         apply_method(tiny_model("bert", "classification"), cfg)
+    with pytest.raises(MethodError, match="cross_attention"):  # a decoder-only LLM has no cross-attention
+        apply_method(tiny_model("llama", "causal_lm"), cfg)
 
 
 def test_parallel_adapter_reads_the_ffn_input_and_survives_deepcopy() -> None:

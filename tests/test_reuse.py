@@ -29,11 +29,20 @@ from peftlab.translate import translate
 torch.set_num_threads(1)
 
 CASES = [("marian", "lora", {"rank": 4}), ("marian", "ia3", {}), ("marian", "prefix", {"num_virtual_tokens": 3}),
-         ("minilm", "lora", {"rank": 4}), ("minilm", "prefix", {"num_virtual_tokens": 3})]
+         ("minilm", "lora", {"rank": 4}), ("minilm", "prefix", {"num_virtual_tokens": 3}),
+         # decoder-only LLMs: a causal LM (peft's CAUSAL_LM task) and a sequence classifier (the `score` head)
+         ("llama", "lora", {"rank": 4}), ("llama", "ia3", {}), ("llama", "prefix", {"num_virtual_tokens": 3}),
+         ("qwen2-cls", "lora", {"rank": 4}), ("qwen2-cls", "prefix", {"num_virtual_tokens": 3})]
 
 
 def fresh(which: str) -> torch.nn.Module:
-    return minilm_classifier(seed=1) if which == "minilm" else tiny_model("marian", seed=1)
+    if which == "minilm":
+        return minilm_classifier(seed=1)
+    if which == "llama":
+        return tiny_model("llama", "causal_lm", seed=1)
+    if which == "qwen2-cls":
+        return tiny_model("qwen2", "classification", seed=1)
+    return tiny_model("marian", seed=1)
 
 
 def trained(which: str, method: str, options: dict) -> tuple[torch.nn.Module, object]:

@@ -245,6 +245,8 @@ def save_peft_format(model: nn.Module, cfg: MethodConfig, out_dir: str | os.Path
             config.task_type, config.modules_to_save = TaskType.SEQ_CLS, heads
         elif model.config.is_encoder_decoder:
             config.task_type = TaskType.SEQ_2_SEQ_LM
+        elif type(model).__name__.endswith("ForCausalLM"):
+            config.task_type = TaskType.CAUSAL_LM
         config.inference_mode = True
         config.base_model_name_or_path = getattr(model.config, "_name_or_path", None) or None
         state = {"base_model.model." + name.replace(".default", ""): p.contiguous().cpu()

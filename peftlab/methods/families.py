@@ -25,7 +25,7 @@ class Family:
     # Pfeiffer's adapter reads the FFN sublayer's output after its residual (and, post-LN, its LayerNorm).
     # Post-LN families name the LayerNorm that sum goes into, pre-LN families the module that returns it.
     ffn_norm: str | None  # post-LN (BERT, RoBERTa, XLM-R, Marian): the LayerNorm after the FFN's residual
-    ffn_sublayer: str | None  # pre-LN (mBART, M2M100, T5): the module whose output is x + FFN(LN(x))
+    ffn_sublayer: str | None  # pre-LN (mBART, M2M100, T5, decoder-only LLMs): the module whose output is x + FFN(LN(x))
     # the module whose input is x, the FFN sublayer's residual input, which parallel adapters read (AdapterHub's
     # par_bn, He et al.'s code): the first projection's input post-LN, the FFN's LayerNorm's input pre-LN
     ffn_residual_in: str
@@ -90,6 +90,28 @@ _t5 = Family(
     ia3_feedforward=_T5 + r"DenseReluDense\.wo",
 )
 
+# Decoder-only LLMs (Llama, Mistral, Qwen2/3, Gemma) are pre-norm: a layer returns
+# s = h + MLP(post_attention_layernorm(h)), h = x + o_proj(Attn(input_layernorm(x))), a tensor in transformers 5.
+# AdapterHub's Llama (attention_adapters(o_proj output, residual), output_adapters(mlp output, residual), no
+# LayerNorm) puts Houlsby on o_proj's and down_proj's outputs, Pfeiffer on s (the layer's output) and reads the
+# parallel adapter's input from h (the MLP's RMSNorm's input). tests/test_methods.py checks each against a
+# forward written out by hand.
+_LLAMA = r".*\.layers\.\d+\."
+_llama = Family(
+    name="llama",
+    attn_out=_LLAMA + r"self_attn\.o_proj",
+    cross_attn_out=None,
+    ffn_out=_LLAMA + r"mlp\.down_proj",
+    ffn_norm=None,
+    ffn_sublayer=r".*\.layers\.\d+",
+    ffn_residual_in=_LLAMA + r"post_attention_layernorm",
+    lora_targets=("q_proj", "v_proj"),  # the LoRA paper's W_q and W_v; also peft's default for all five types
+    # the IA3 paper's keys and values (peft's own default for llama/mistral; for gemma/qwen peft lists q_proj,
+    # not the paper's keys) and the MLP's inner activation, down_proj's input
+    ia3_targets=_LLAMA + r"(self_attn\.(k_proj|v_proj)|mlp\.down_proj)",
+    ia3_feedforward=_LLAMA + r"mlp\.down_proj",
+)
+
 FAMILIES: dict[str, Family] = {
     "bert": _bert,
     "roberta": _bert,  # RoBERTa keeps BERT's module names (checked on a RobertaConfig model, transformers 5)
@@ -100,6 +122,11 @@ FAMILIES: dict[str, Family] = {
     "m2m_100": _bart_pre_ln,
     "t5": _t5,
     "mt5": _t5,
+    "llama": _llama,
+    "mistral": _llama,  # Llama's layer, module names and forward (checked on a MistralConfig model, transformers 5)
+    "qwen2": _llama,  # Llama's layout; q/k/v carry biases (BitFit trains those)
+    "qwen3": _llama,  # Llama's layout plus q_norm/k_norm RMSNorms inside attention (LN-tuning trains them)
+    "gemma": _llama,  # Llama's layout; (1 + weight) RMSNorm, scaled embeddings, GeGLU: all inside the modules
 }
 
 # Task heads are direct children of the *For<Task> model under one of these names; every method trains them

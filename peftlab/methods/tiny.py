@@ -15,7 +15,9 @@ import transformers as tf
 from .core import untie_output_layer
 
 SEQ2SEQ_FAMILIES = ("marian", "mbart", "m2m_100", "t5", "mt5")
-CLASSIFIER_FAMILIES = ("bert", "roberta", "xlm-roberta", "deberta-v2", "mbart", "t5", "mt5")
+DECODER_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma")  # decoder-only LLMs: task "causal_lm"
+CLASSIFIER_FAMILIES = ("bert", "roberta", "xlm-roberta", "deberta-v2", "mbart", "t5", "mt5", *DECODER_FAMILIES)
+TASKS = ("seq2seq", "causal_lm", "classification")
 NUM_LABELS = 3
 PAD, EOS = 0, 2
 
@@ -28,7 +30,8 @@ def tiny_model(
     vocab: int = 100,
     seed: int = 0,
 ) -> tf.PreTrainedModel:
-    """A randomly initialised model: task "seq2seq" (MT) or "classification" (NUM_LABELS classes)."""
+    """A randomly initialised model: task "seq2seq" (MT, encoder-decoders), "causal_lm" (decoder-only LLMs) or
+    "classification" (NUM_LABELS classes)."""
     torch.manual_seed(seed)
     ids = dict(vocab_size=vocab, pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD)
     bart = dict(
@@ -42,9 +45,23 @@ def tiny_model(
     )
     enc = dict(vocab_size=vocab, hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=2,
                intermediate_size=2 * d_model, max_position_embeddings=64)
+    # grouped-query attention (2 query heads, 1 key/value head) as in the hub's Llama 3, Mistral, Qwen and Gemma
+    decoder = dict(vocab_size=vocab, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=layers,
+                   num_attention_heads=2, num_key_value_heads=1, head_dim=d_model // 2, max_position_embeddings=64,
+                   bos_token_id=1, pad_token_id=PAD, eos_token_id=EOS)
     cls = task == "classification"
-    if task not in ("seq2seq", "classification"):
-        raise ValueError(f"task must be seq2seq or classification, got {task!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if family in DECODER_FAMILIES:
+        if task == "seq2seq":
+            raise ValueError(f"{family} is decoder-only: task causal_lm or classification, not seq2seq")
+        config_cls, prefix = _DECODER_CLASSES[family]
+        # tie lm_head to the embeddings as the small hub checkpoints do (Qwen2.5-0.5B, Qwen3-0.6B, Gemma-2B tie;
+        # Llama-2 and Mistral-7B do not), so the table covers both
+        config = config_cls(num_labels=NUM_LABELS, tie_word_embeddings=family in _TIED, **decoder)
+        return getattr(tf, prefix + ("ForSequenceClassification" if cls else "ForCausalLM"))(config)
+    if task == "causal_lm":
+        raise ValueError(f"no tiny causal_lm model for family {family!r}; decoder-only: {DECODER_FAMILIES}")
     if family == "marian" and not cls:
         return tf.MarianMTModel(tf.MarianConfig(**bart))
     if family == "m2m_100" and not cls:
@@ -69,6 +86,16 @@ def tiny_model(
         config = tf.XLMRobertaConfig(num_labels=NUM_LABELS, pad_token_id=1, **enc)
         return tf.XLMRobertaForSequenceClassification(config)
     raise ValueError(f"no tiny {task} model for family {family!r}")
+
+
+_DECODER_CLASSES = {
+    "llama": (tf.LlamaConfig, "Llama"),
+    "mistral": (tf.MistralConfig, "Mistral"),
+    "qwen2": (tf.Qwen2Config, "Qwen2"),
+    "qwen3": (tf.Qwen3Config, "Qwen3"),
+    "gemma": (tf.GemmaConfig, "Gemma"),
+}
+_TIED = ("qwen2", "qwen3", "gemma")
 
 
 def minilm_path() -> Path:
@@ -97,8 +124,11 @@ def example_batch(
     if eos is not None:
         input_ids[:, -1] = eos
     out = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-    if model.config.is_encoder_decoder and not type(model).__name__.endswith("ForSequenceClassification"):
+    classifier = type(model).__name__.endswith("ForSequenceClassification")
+    if model.config.is_encoder_decoder and not classifier:
         out["labels"] = torch.randint(3, vocab, (batch, target_length), generator=gen)
+    elif not classifier:  # a causal LM predicts its own input (the model shifts the labels)
+        out["labels"] = input_ids.clone()
     else:
         out["labels"] = torch.randint(0, model.config.num_labels, (batch,), generator=gen)
     return out

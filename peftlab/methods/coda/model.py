@@ -16,10 +16,16 @@ _ENCODER = {
     "t5": r"(.*\.)?encoder\.block\.\d+",
 }
 _DECODER = {"bart": r"(.*\.)?decoder\.layers\.\d+", "t5": r"(.*\.)?decoder\.block\.\d+"}
+_DECODER_ONLY = ("llama",)  # families.py's decoder-only LLMs (Llama, Mistral, Qwen2/3, Gemma)
 
 
 def inject(model: nn.Module, cfg: CodaConfig) -> nn.Module:
     family = family_of(model)
+    if not model.config.is_encoder_decoder and family.name in _DECODER_ONLY:
+        # CoDA (Lei et al. 2023) routes tokens past an encoder's layers; a causal decoder's skipped tokens would
+        # have no keys/values for the tokens after them, and generation feeds one token at a time: nothing to route
+        raise MethodError(f"coda: {model.config.model_type} is a decoder-only model; CoDA's token routing needs an "
+                          f"encoder (supported: {sorted(_ENCODER)})")
     if family.name not in _ENCODER:  # DeBERTa's layers take relative positions that routing would have to cut too
         raise MethodError(f"coda: no token routing for the {family.name!r} family; supported: {sorted(_ENCODER)}")
     attention = model.config._attn_implementation

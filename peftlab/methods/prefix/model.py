@@ -23,7 +23,9 @@ def inject(model: nn.Module, cfg: PrefixConfig) -> nn.Module:
                               "prefix tuning needs")
     elif model.config.is_encoder_decoder:
         task = TaskType.SEQ_2_SEQ_LM
+    elif type(model).__name__.endswith("ForCausalLM"):  # decoder-only LLMs (Llama, Qwen, Gemma, Mistral)
+        task = TaskType.CAUSAL_LM
     else:
-        raise MethodError(f"prefix: supports seq2seq and classification models, not {type(model).__name__}")
+        raise MethodError(f"prefix: supports seq2seq, causal LM and classification models, not {type(model).__name__}")
     peft_config = PrefixTuningConfig(task_type=task, num_virtual_tokens=cfg.num_virtual_tokens)
     return get_peft_model(model, peft_config)
