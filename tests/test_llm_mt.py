@@ -213,3 +213,16 @@ def test_benchmark_generation_and_merge_check_on_a_decoder_only_model(tokenizer,
                                 languages=languages)
     assert [(r["batch_size"], r["merged"]) for r in rows] == [(2, False), (2, True)]
     assert all(r["ratio_to_base"] > 0 for r in rows)
+
+
+def test_a_decoder_only_classifiers_features_are_its_pooled_tokens():
+    """Llama's `score` head scores every position and the model keeps the last non-pad one: the Mahalanobis
+    features must be that token's state, so that the head applied to them gives the model's logits."""
+    from peftlab.classify import predict
+    from peftlab.methods.tiny import tiny_model
+
+    model = tiny_model("llama", "classification").eval()
+    rows = [{"input_ids": [5, 6, 7, 8], "label": 0}, {"input_ids": [9, 10], "label": 1}]  # padded on the right
+    logits, features = predict(model, rows, pad_id=model.config.pad_token_id)
+    with torch.no_grad():
+        assert torch.allclose(model.score(torch.tensor(features)), torch.tensor(logits), atol=1e-5)
