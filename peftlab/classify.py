@@ -2,8 +2,8 @@
 detection (peftlab.ood) with the in-distribution test split against the ood split.
 
 Features for Mahalanobis are what the classification head sees (BERT: the pooled [CLS] vector; RoBERTa: the
-<s> token's hidden state; BART: the final </s> state; a decoder-only LLM: its last non-pad token's), captured by a hook on the head, so they are right for
-every architecture and every method (peft's wrapped heads included).
+<s> token's hidden state; BART: the final </s> state; a decoder-only LLM: its last non-pad token's), captured by
+a hook on the head, so they are right for every architecture and every method (peft's wrapped heads included).
 """
 
 from __future__ import annotations

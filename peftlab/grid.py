@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from peftlab.data import check_corpus_spec
 from peftlab.languages import LanguageError, built_architecture, languages_of
-from peftlab.methods import DEFAULT_BUDGET_TOLERANCE, METHODS, BudgetError, get_method, make_method_config
+from peftlab.methods import DEFAULT_BUDGET_TOLERANCE, METHODS, MethodError, get_method, make_method_config
 from peftlab.methods.families import FAMILIES
 from peftlab.model_source import ModelError, resolve_model_path
 from peftlab.train_config import TrainConfig, TrainConfigError
@@ -487,7 +487,7 @@ def check_budgets(config: dict, cache: Path | None = None) -> None:
                 try:
                     solve_budget(model, entry["method"], entry.get("options", {}), float(budget),
                                  budget_tolerance(config, method))
-                except BudgetError as err:
+                except MethodError as err:  # a BudgetError, or the method refusing the model (a peft tuner's checks)
                     raise ConfigError(f"methods.{method} on base model {model_name} (task {task}): {err}") from None
                 if check_key is not None:
                     solved.add(check_key)

@@ -388,6 +388,8 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
         raise ValueError(f"checkpoint in {checkpoint_dir} is mid-accumulation ({state['micro_batches']} micro-batches "
                          f"at optimizer step {state['step']}); it cannot be resumed exactly")
     src_flops, tgt_flops = flops_per_token_pair(model)
+    # AdaLoRA (peft) re-allocates its ranks from each step's gradients: after the optimizer step, before zero_grad
+    allocate = getattr(getattr(model, "base_model", None), "update_and_allocate", None)
     if state["step"]:
         log.info("resuming from step %d (best dev loss %s)", state["step"], state["best_dev"])
 
@@ -466,6 +468,8 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if allocate is not None:
+                allocate(step)
             optimizer.zero_grad(set_to_none=True)
             state["memory_mb"].append(round(step_memory_mb(device), 2))
             state["window_loss"] += step_loss

@@ -252,6 +252,37 @@ case("bitfit-on-unsupported-family", "check_config", "methods.bitfit (bitfit) on
                     c["grid"]["methods"].append("bitfit")))
 
 
+# peft's tuners (the generic `peft` method): the tuner's name is checked without peft, its config fields by peft
+# when planning solves the budget, and a tuner the model cannot take is refused then too
+def add_peft(c: dict, options: dict) -> None:
+    c["methods"]["tuner"] = {"method": "peft", "options": options}
+    c["grid"]["methods"].append("tuner")
+
+
+def t5_classifier(c: dict, tmp: Path) -> None:
+    (tmp / "t5").mkdir()
+    (tmp / "t5" / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 32, "d_kv": 16, "d_ff": 64,
+                                                        "num_layers": 1, "num_heads": 2, "vocab_size": 100}))
+    c["base_models"]["t5"] = {"source": "local", "path": str(tmp / "t5")}
+    c["tasks"]["topic"]["base_model"] = "t5"
+
+
+case("peft-unknown-tuner", "check_config", "methods.tuner.options: peft: unknown tuner 'DORA'; supported: [")(
+    lambda c, tmp: add_peft(c, {"tuner": "DORA"}))
+case("peft-knob-in-config", "check_config", "methods.tuner.options: peft: LORA config field 'r' cannot be given in "
+     "'config': the option 'size' (or the budget) sets it")(lambda c, tmp: add_peft(c, {"config": {"r": 4}}))
+case("peft-unknown-tuner-option", "check_config", "methods.tuner on base model tiny-marian (task en-de): peft: "
+     "LoraConfig has no field 'use_droa'")(lambda c, tmp: add_peft(c, {"config": {"use_droa": True}}))
+case("peft-adalora-penalty", "check_config", "methods.tuner.options: peft: ADALORA needs config {orth_reg_weight: 0}")(
+    lambda c, tmp: add_peft(c, {"tuner": "ADALORA"}))
+case("peft-bad-tuner-value", "check_config", "methods.tuner on base model tiny-marian (task en-de): peft: ADALORA "
+     "config {'orth_reg_weight': 0}: AdaLoRA does not work when `total_step` is None")(
+    lambda c, tmp: add_peft(c, {"tuner": "ADALORA", "config": {"orth_reg_weight": 0}}))
+case("peft-tuner-unsupported-by-family", "check_config", "methods.tuner on base model t5 (task topic): peft: "
+     "PROMPT_TUNING needs a model that takes inputs_embeds; T5ForSequenceClassification does not")(
+    lambda c, tmp: (t5_classifier(c, tmp), add_peft(c, {"tuner": "PROMPT_TUNING"})))
+
+
 # HF_HUB_OFFLINE: what the local cache lacks is named before any job retries the hub
 def hub_model(c: dict, tmp: Path) -> None:
     c["base_models"]["hubm"] = {"source": "hub", "id": "acme/not-downloaded"}

@@ -35,6 +35,7 @@ from . import (  # noqa: F401
     lntuning,
     lora,
     parallel,
+    peft,
     pfeiffer,
     prefix,
     sparse,

@@ -28,12 +28,13 @@ from .wrapping import MethodLayer
 WEIGHTS_NAME = "method.safetensors"
 CONFIG_NAME = "method_config.json"
 METHOD_FILES = (WEIGHTS_NAME, CONFIG_NAME)
-# The methods that are peft tuners end to end are also saved in peft's own format, in <method dir>/peft, so
-# PeftModel.from_pretrained(base, <method dir>/peft) loads them without peftlab. SparseAdapter builds on LoRA
+# The methods that are peft tuners end to end (lora, ia3, prefix and every tuner of the generic `peft` method) are
+# also saved in peft's own format, in <method dir>/peft, so PeftModel.from_pretrained(base, <method dir>/peft)
+# loads them without peftlab. SparseAdapter builds on LoRA
 # layers but its masks have no peft equivalent: ours only.
 PEFT_DIR = "peft"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
-PEFT_METHODS = frozenset({"lora", "ia3", "prefix"})
+PEFT_METHODS = frozenset({"lora", "ia3", "prefix", "peft"})
 
 
 def apply_method(model: nn.Module, cfg: MethodConfig,
@@ -184,7 +185,7 @@ def added_parameters(model: nn.Module) -> list[nn.Parameter]:
         elif isinstance(module, BaseTunerLayer):
             base = {id(p) for p in module.get_base_layer().parameters()}
             out.extend(p for p in module.parameters() if id(p) not in base)
-    if isinstance(model, PeftModel) and model.prompt_encoder is not None:
+    if isinstance(model, PeftModel) and model.active_peft_config.is_prompt_learning:  # other tuners have none
         out.extend(model.prompt_encoder.parameters())
     return list({id(p): p for p in out}.values())
 
@@ -199,8 +200,9 @@ def save_method(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike)
     {file name: sha256} of both, for the run record: load_method refuses files that no longer match.
 
     The config holds the resolved options, plus cfg.derived() under "derived" (e.g. LoRA's effective scale).
-    LoRA, IA3 and prefix tuning are also written in peft's format to out_dir/peft (save_peft_format); their
-    sha256s are returned too, as "peft/adapter_config.json" and "peft/adapter_model.safetensors"."""
+    LoRA, IA3, prefix tuning and peft's other tuners are also written in peft's format to out_dir/peft
+    (save_peft_format); their sha256s are returned too, as "peft/adapter_config.json" and
+    "peft/adapter_model.safetensors"."""
     from peftlab import __version__
 
     out = Path(out_dir)
@@ -220,7 +222,7 @@ def save_method(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike)
 
 
 def save_peft_format(model: nn.Module, cfg: MethodConfig, out_dir: str | os.PathLike) -> dict[str, str]:
-    """Save a LoRA / IA3 / prefix model as peft's PeftModel.save_pretrained does (adapter_config.json,
+    """Save a LoRA / IA3 / prefix / `peft` method model as peft's PeftModel.save_pretrained does (adapter_config.json,
     adapter_model.safetensors), so that PeftModel.from_pretrained(fresh_base, out_dir) rebuilds it; a
     classifier's head is saved as modules_to_save. Returns {"peft/<file>": sha256}; {} for other methods.
 
@@ -235,7 +237,7 @@ def save_peft_format(model: nn.Module, cfg: MethodConfig, out_dir: str | os.Path
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    if isinstance(model, PeftModel):  # prefix tuning: peft's own wrapper saves itself
+    if isinstance(model, PeftModel):  # prefix tuning and the `peft` method: peft's own wrapper saves itself
         model.save_pretrained(tmp)
         (tmp / "README.md").unlink(missing_ok=True)  # a generated model card: not part of the method
     else:

@@ -22,6 +22,11 @@ NUM_LABELS = 3
 PAD, EOS = 0, 2
 
 
+def family_tasks() -> list[tuple[str, str]]:
+    """Every (family, task) pair tiny_model builds: the rows of the method test tables."""
+    return [(f, "seq2seq") for f in SEQ2SEQ_FAMILIES] + [(f, "classification") for f in CLASSIFIER_FAMILIES]
+
+
 def tiny_model(
     family: str,
     task: str = "seq2seq",
