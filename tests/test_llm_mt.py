@@ -226,3 +226,62 @@ def test_a_decoder_only_classifiers_features_are_its_pooled_tokens():
     logits, features = predict(model, rows, pad_id=model.config.pad_token_id)
     with torch.no_grad():
         assert torch.allclose(model.score(torch.tensor(features)), torch.tensor(logits), atol=1e-5)
+
+
+def test_a_decoder_only_run_trains_and_reloads_translating_the_same(tokenizer, languages, corpus, tmp_path):
+    """runs.train_run on a built Llama folder (IA3, merged on reload), then peftlab.load_run: the run hands back
+    the prompt, and its translations are evaluation's (load_trained, unmerged)."""
+    import peftlab
+    from peftlab.models import load_trained
+    from peftlab.runs import train_run
+
+    folder = tmp_path / "model"
+    llama(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    spec = {"source": "local", "path": str(folder)}
+    task = {**TASK, "corpus": {"source": "local", "path": "unused"}}
+    build_shards(corpus, tokenizer, tmp_path / "shards", tokenizer_id="t", languages=languages_of(
+        spec, task, decoder_only=True), decoder_only=True)
+    run = {"run_id": "t/en-de/ia3/none/seed0", "study": "t", "task": "en-de", "method": "ia3", "method_name": "ia3",
+           "budget": "none", "seed": 0, "options": {}, "base_model": "tiny", "data_manifest_sha256": None,
+           "code_fingerprint": "test",
+           "train": {"lr": 0.05, "batch_size": 4, "max_steps": 4, "warmup_steps": 1, "eval_interval": 2}}
+    record = train_run(run, model_path=str(folder), model_spec=spec, task=task, shard_dirs=[tmp_path / "shards"],
+                       method_dir=tmp_path / "run/method", record_path=tmp_path / "run/train.json",
+                       checkpoint_dir=tmp_path / "ckpt")
+    assert record["status"] == "ok" and record["train"]["steps"] == 4 and record["params"]["trainable"] > 0
+    loaded = peftlab.load_run(tmp_path / "run")
+    assert loaded.merged and loaded.languages.prompt == languages.prompt
+    evaluated, tok = load_trained(str(folder), spec, task, tmp_path / "run/method", record["method_sha256"])
+    sources = [s for s, _ in PAIRS]
+    assert translate(loaded.model, loaded.tokenizer, sources, languages=loaded.languages, num_beams=2,
+                     max_new_tokens=6) == translate(evaluated, tok, sources, languages=languages, num_beams=2,
+                                                    max_new_tokens=6)
+
+
+def test_a_byte_level_hypothesis_is_its_first_line():
+    """Qwen's kind of tokenizer (byte-level BPE, no BOS) keeps line breaks: a base model that goes on past its
+    translation (a new line, another prompt) is cut to the first line; the prompt's line breaks survive."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator([t for pair in PAIRS for t in pair] * 5, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    prompt = encode_prompts(tok, ["Translate English to German:\nOpen\n"])[0]
+    assert tok.decode(prompt) == "Translate English to German:\nOpen\n"  # no BOS, line breaks kept
+    continuation = tok("Datei öffnen\nTranslate English to German:", add_special_tokens=False)["input_ids"]
+    assert generated_text(tok, torch.tensor([[*prompt, *continuation]]), len(prompt)) == ["Datei öffnen"]
+
+
+def test_a_decoder_only_builds_monolingual_rows_from_its_targets(tokenizer, languages, corpus, tmp_path):
+    """denoise_tasks of a decoder-only build: language modelling on the target and its eos, every token a label."""
+    from peftlab.runs import monolingual_rows
+
+    build_shards(corpus, tokenizer, tmp_path, tokenizer_id="t", languages=languages, decoder_only=True)
+    (row,) = monolingual_rows(load_split(tmp_path, "train")[:1])
+    target = [*tokenizer("Datei öffnen", add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    assert row["input_ids"] == row["labels"] == target and row["id"] == "lm-train0"
