@@ -282,10 +282,11 @@ def languages_of(spec: dict, task: dict, *, decoder_only: bool = False) -> Langu
             raise LanguageError("prompt_template is for decoder-only models (a prompt they continue); this base "
                                 "model is an encoder-decoder: use source_prefix")
     if decoder_only:
-        if family.codes is not None or "source_prefix" in spec or spec.get("language_codes"):
+        told = [key for key in ("source_prefix", "language_codes") if key in spec]
+        told += [f"languages: {family_name}"] if family_name != "none" and "languages" in spec else []
+        if told:
             raise LanguageError(f"a decoder-only model is told the direction by its prompt_template, not by "
-                                f"{'source_prefix' if 'source_prefix' in spec else 'language codes'} "
-                                f"(family {family_name!r}): set prompt_template instead")
+                                f"{' or '.join(told)}: set prompt_template instead")
         return Languages(src, tgt, family_name, prompt=_prompt(spec.get("prompt_template", DEFAULT_PROMPT), src, tgt))
     template = spec.get("source_prefix", family.prefix)
     prefix = template.format(**_direction(template, "source prefix", "source_prefix", src, tgt))

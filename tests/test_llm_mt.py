@@ -78,6 +78,8 @@ def test_prompt_template_and_encoder_decoder_models_exclude_each_other():
         languages_of({"source": "build", "build": {}, "prompt_template": "{source}"}, TASK)
     with pytest.raises(LanguageError, match="not by source_prefix"):
         languages_of({**BUILT, "source_prefix": ">>de<< "}, TASK, decoder_only=True)
+    with pytest.raises(LanguageError, match="not by languages: nllb"):
+        languages_of({**BUILT, "languages": "nllb"}, TASK, decoder_only=True)
     with pytest.raises(LanguageError, match="English name of 'xx'"):
         languages_of(BUILT, {**TASK, "target_lang": "xx"}, decoder_only=True)
 
