@@ -119,6 +119,8 @@ def logits_and_labels(model: torch.nn.Module, batch: dict[str, torch.Tensor]) ->
     if not is_causal_batch(model, batch):
         return model(**batch).logits, batch["labels"]
     logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    # peft's prompt tuning and P-tuning prepend their virtual tokens to the input, and their logits with them
+    logits = logits[:, logits.shape[1] - batch["labels"].shape[1]:]
     return logits[:, :-1], predicted_labels(model, batch)
 
 

@@ -131,6 +131,22 @@ def test_the_loss_is_the_mean_cross_entropy_over_target_tokens(tokenizer, langua
     assert float(loss) == pytest.approx(float(torch.stack(terms).mean()), rel=1e-5)
 
 
+@pytest.mark.parametrize("tuner", ["none", "prompt_tuning"])
+def test_the_loss_is_transformers_own_causal_lm_loss(tokenizer, languages, corpus, tmp_path, tuner):
+    """The reference is the model's own loss given the labels (transformers shifts them; peft's prompt tuning
+    prepends virtual tokens, their logits, and -100 labels for them)."""
+    from peft import PromptTuningConfig, TaskType
+
+    build_shards(corpus, tokenizer, tmp_path, tokenizer_id="t", languages=languages, decoder_only=True)
+    model = llama(tokenizer)
+    if tuner == "prompt_tuning":
+        model = get_peft_model(model, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=3))
+    batch = collate(load_split(tmp_path, "train"), tokenizer.pad_token_id)
+    with torch.no_grad():
+        ours = token_loss(*logits_and_labels(model, batch))
+        assert float(ours) == pytest.approx(float(model(**batch).loss), rel=1e-5)
+
+
 def test_generated_text_drops_the_prompt_and_stops_at_eos(tokenizer):
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     datei = tokenizer("Datei", add_special_tokens=False)["input_ids"]
