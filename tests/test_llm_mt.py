@@ -303,3 +303,26 @@ def test_a_decoder_only_builds_monolingual_rows_from_its_targets(tokenizer, lang
     (row,) = monolingual_rows(load_split(tmp_path, "train")[:1])
     target = [*tokenizer("Datei öffnen", add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
     assert row["input_ids"] == row["labels"] == target and row["id"] == "lm-train0"
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3", "gemma"])
+def test_every_decoder_family_trains_on_the_target_and_translates_the_prompt(tokenizer, languages, corpus, tmp_path,
+                                                                              family):
+    """The tiny random model of each decoder-only family (methods/tiny.py) on the prompted shards: the loss is
+    transformers' own causal-LM loss, and translate's hypotheses are generate()'s tokens after the prompt, padded
+    or not."""
+    from peftlab.methods.tiny import tiny_model
+
+    build_shards(corpus, tokenizer, tmp_path, tokenizer_id="t", languages=languages, decoder_only=True)
+    model = tiny_model(family, "causal_lm", vocab=len(tokenizer), seed=2).eval()
+    batch = collate(load_split(tmp_path, "train"), tokenizer.pad_token_id)
+    sources = [s for s, _ in PAIRS]
+    with torch.no_grad():
+        assert float(token_loss(*logits_and_labels(model, batch))) == pytest.approx(float(model(**batch).loss),
+                                                                                   rel=1e-5)
+        prompts = prompt_batch(tokenizer, languages, sources)
+        out = model.generate(**prompts, max_new_tokens=5, do_sample=False, num_beams=1,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    # each source alone (no padding) gives what the left-padded batch gave
+    assert [translate(model, tokenizer, [s], languages=languages, num_beams=1, max_new_tokens=5)[0]
+            for s in sources] == generated_text(tokenizer, out, prompts["input_ids"].shape[1])
