@@ -35,8 +35,9 @@ from peftlab.atomic import write_json
 from peftlab.languages import NO_LANGUAGES, Languages, configure_tokenizer, languages_of
 from peftlab.methods import get_method, merge_method
 from peftlab.methods.core import saved_method_name
-from peftlab.models import default_device, load_base, load_trained, read_jsonl, shard_labels
+from peftlab.models import default_device, is_decoder_only, load_base, load_trained, read_jsonl, shard_labels
 from peftlab.train import peak_memory_mb
+from peftlab.translate import prompt_batch
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,14 @@ def interleaved_ms(models: list[torch.nn.Module], call: Callable[[torch.nn.Modul
 
 
 def _outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor], decoder_ids: torch.Tensor | None) -> torch.Tensor:
-    extra = {} if decoder_ids is None else {"decoder_input_ids": decoder_ids}
-    return model(**batch, **extra).logits
+    if decoder_ids is None:
+        return model(**batch).logits
+    if model.config.is_encoder_decoder:
+        return model(**batch, decoder_input_ids=decoder_ids).logits
+    # a decoder-only model's generate() returns prompt + generated tokens: the whole sequence is its input
+    new = decoder_ids.shape[1] - batch["input_ids"].shape[1]
+    mask = torch.cat([batch["attention_mask"], batch["attention_mask"].new_ones((len(decoder_ids), new))], dim=1)
+    return model(input_ids=decoder_ids, attention_mask=mask).logits
 
 
 def check_merge(unmerged: torch.nn.Module, merged: torch.nn.Module, batch: dict[str, torch.Tensor], *,
@@ -155,7 +162,13 @@ def benchmark_generation(variants: list[Variant], base: torch.nn.Module, tokeniz
                          sources: list[str], *, batch_sizes: list[int], warmup: int = 2, repeats: int = 5,
                          new_tokens: int = 16, languages: Languages = NO_LANGUAGES, device: str = "cpu") -> list[dict]:
     """Greedy generation of exactly `new_tokens` tokens for the first `batch_size` test sources, with the
-    language codes and prefix evaluation uses (peftlab.translate.translate)."""
+    language codes and prefix evaluation uses (peftlab.translate.translate); a decoder-only model's prompts,
+    left-padded (its timing includes reading the prompt, as a deployment's would)."""
+    if languages.prompt:
+        codes = {"pad_token_id": tokenizer.pad_token_id}
+        batches = {bs: prompt_batch(tokenizer, languages, (sources * bs)[:bs]) for bs in batch_sizes}
+        return measure_against_base(variants, base, batches, _generate(new_tokens, codes), op="generate",
+                                    warmup=warmup, repeats=repeats, device=device, new_tokens=new_tokens)
     forced_bos = configure_tokenizer(tokenizer, languages)
     codes = {"forced_bos_token_id": forced_bos} if forced_bos is not None else {}
     batches = {bs: dict(tokenizer([languages.prefix + s for s in (sources * bs)[:bs]], return_tensors="pt",
@@ -196,9 +209,9 @@ def benchmark_run(run_id: str, *, model_path: str, model_spec: dict, task: dict,
     if task["kind"] == "classification":
         rows = benchmark_forward(variants, base, tokenizer, [r["text"] for r in test], **common)
     else:
+        languages = languages_of(model_spec, task, decoder_only=is_decoder_only(base))
         rows = benchmark_generation(variants, base, tokenizer, [r["src"] for r in test],
-                                    new_tokens=settings["new_tokens"], languages=languages_of(model_spec, task),
-                                    **common)
+                                    new_tokens=settings["new_tokens"], languages=languages, **common)
     record = {"run_id": run_id, "device": device, "threads": torch.get_num_threads(), "status": "ok",
               "measurements": rows}
     write_json(record, record_path)

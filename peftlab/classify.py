@@ -2,8 +2,8 @@
 detection (peftlab.ood) with the in-distribution test split against the ood split.
 
 Features for Mahalanobis are what the classification head sees (BERT: the pooled [CLS] vector; RoBERTa: the
-<s> token's hidden state; BART: the final </s> state), captured by a hook on the head, so they are right for
-every architecture and every method (peft's wrapped heads included).
+<s> token's hidden state; BART: the final </s> state; a decoder-only LLM: its last non-pad token's), captured by
+a hook on the head, so they are right for every architecture and every method (peft's wrapped heads included).
 """
 
 from __future__ import annotations
@@ -34,10 +34,18 @@ def predict(model: torch.nn.Module, rows: list[dict], *, pad_id: int, batch_size
     """(logits [N, C], head-input features [N, D] or None), in the order of rows; batches sorted by length."""
     model.to(device).eval()
     captured: list[torch.Tensor] = []
+    current: dict[str, torch.Tensor] = {}
 
     def grab(module: torch.nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> None:  # noqa: ARG001
         x = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))
-        captured.append(x[:, 0] if x.dim() == 3 else x)  # a head given the whole sequence reads its first token
+        if x.dim() == 3 and output.dim() == 3:
+            # a decoder-only classifier (Llama, Qwen, ...: `score`) scores every position, then keeps the last
+            # non-pad token's: the features are that token's, found by transformers' own rule
+            ids = current["input_ids"].to(x.device)
+            last = (torch.arange(ids.shape[-1], device=x.device) * (ids != pad_id)).argmax(-1)
+            captured.append(x[torch.arange(len(x), device=x.device), last])
+        else:
+            captured.append(x[:, 0] if x.dim() == 3 else x)  # a head given the whole sequence reads its first token
 
     head = _head(model)
     hook = head.register_forward_hook(grab, with_kwargs=True) if head is not None else None
@@ -48,6 +56,7 @@ def predict(model: torch.nn.Module, rows: list[dict], *, pad_id: int, batch_size
             batch = collate([rows[i] for i in order[start:start + batch_size]], pad_id)
             batch.pop("labels", None)
             captured.clear()
+            current["input_ids"] = batch["input_ids"]
             logits.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
             if captured:
                 features.append(captured[-1].float().cpu())

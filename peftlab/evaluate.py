@@ -13,7 +13,7 @@ from peftlab.data import load_split
 from peftlab.data.shards import subset_rows
 from peftlab.forgetting import representation_drift, retained_quality
 from peftlab.languages import languages_of
-from peftlab.models import default_device, load_base, load_trained, read_jsonl, shard_labels
+from peftlab.models import default_device, is_decoder_only, load_base, load_trained, read_jsonl, shard_labels
 from peftlab.scoring import mt_scores
 from peftlab.translate import translate
 
@@ -40,7 +40,9 @@ def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, 
     Translation: beam search, sacrebleu BLEU/chrF/TER, and the same scores on the base model's
     pretraining pairs (`pretraining`: task -> (corpus dir, source language, target language)).
     Classification: accuracy and macro-F1 per test language, OOD detection (MSP, max logit, energy,
-    Mahalanobis). Both: per-layer CKA between the base model's and the tuned model's representations.
+    Mahalanobis). Both: per-layer CKA between the base model's and the tuned model's representations (an
+    encoder-decoder's encoder states on the source; a decoder-only model's states on its test shard rows, prompt
+    and target teacher-forced, as it has no encoder: forgetting.py).
     `method_sha256` is the run's train.json "method_sha256": method files that do not match it are refused.
     """
     device = device or default_device()
@@ -57,7 +59,8 @@ def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, 
     else:
         test = read_jsonl(corpus_dir / "test.jsonl")
         hypotheses = translate(model, tokenizer, [r["src"] for r in test],
-                               languages=languages_of(model_spec, task), num_beams=settings["num_beams"],
+                               languages=languages_of(model_spec, task, decoder_only=is_decoder_only(model)),
+                               num_beams=settings["num_beams"],
                                batch_size=settings["batch_size"], max_new_tokens=settings["max_new_tokens"],
                                device=device)
         write_text("\n".join(hypotheses) + "\n", predictions_path)
@@ -68,7 +71,8 @@ def evaluate_run(run_id: str, *, model_path: str, model_spec: dict, task: dict, 
     errors: dict[str, str] = {}
     if task["kind"] == "translation":
         with _step("retained_quality", errors):
-            pairs = {name: (Path(corpus), languages_of(model_spec, {"source_lang": src, "target_lang": tgt}))
+            pairs = {name: (Path(corpus), languages_of(model_spec, {"source_lang": src, "target_lang": tgt},
+                                                       decoder_only=is_decoder_only(model)))
                      for name, (corpus, src, tgt) in (pretraining or {}).items()}
             metrics += retained_quality(model, tokenizer, pairs, settings=settings, device=device,
                                         max_examples=settings.get("retained_examples"))

@@ -59,7 +59,9 @@ class _Moments:
 
 
 def _hidden_states(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """Embedding output then every layer's output, [B, T, H] each; the encoder's for encoder-decoder models."""
+    """Embedding output then every layer's output, [B, T, H] each; the encoder's for encoder-decoder models. A
+    decoder-only LM has no encoder: its decoder's states on the whole row (a translation row is prompt + target,
+    teacher-forced), so its CKA measures how the model's reading of source and reference moved."""
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
     if model.config.is_encoder_decoder:
         # The encoder alone: what the source side became. Methods live inside its modules, so calling it directly

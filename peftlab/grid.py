@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peftlab.data import check_corpus_spec
-from peftlab.languages import LanguageError, languages_of
+from peftlab.languages import LanguageError, built_architecture, languages_of
 from peftlab.methods import DEFAULT_BUDGET_TOLERANCE, METHODS, MethodError, get_method, make_method_config
 from peftlab.methods.families import FAMILIES
 from peftlab.model_source import ModelError, resolve_model_path
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 NO_BUDGET = "none"
 # A study name is a folder under results/: no separators, not "." or ".." (config/schema.yaml says the same)
 STUDY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
-BUILT_MODEL_TYPE = "marian"  # peftlab.models.build_marian
 
 
 class ConfigError(ValueError):
@@ -140,12 +139,19 @@ def architecture_on_meta(config: dict, model_name: str, kind: str) -> torch.nn.M
     import torch
     from transformers import (
         AutoConfig,
+        AutoModelForCausalLM,
         AutoModelForSeq2SeqLM,
         AutoModelForSequenceClassification,
         MarianConfig,
     )
 
-    if spec["source"] == "build":
+    if spec["source"] == "build" and built_architecture(spec) != "marian":
+        from peftlab.models import decoder_config
+
+        b = spec["build"]
+        arch = decoder_config(b["architecture"], vocab_size=b["vocab_size"], d_model=b["d_model"], layers=b["layers"],
+                              heads=b["heads"], ffn_dim=b["ffn_dim"], pad_token_id=0, eos_token_id=1)
+    elif spec["source"] == "build":
         b = spec["build"]
         arch = MarianConfig(vocab_size=b["vocab_size"], d_model=b["d_model"], encoder_layers=b["layers"],
                             decoder_layers=b["layers"], encoder_attention_heads=b["heads"],
@@ -158,8 +164,8 @@ def architecture_on_meta(config: dict, model_name: str, kind: str) -> torch.nn.M
         except OSError:
             return None  # a hub model not in the local cache: the train job checks the budget instead
     with torch.device("meta"):
-        auto = AutoModelForSeq2SeqLM if kind == "translation" else AutoModelForSequenceClassification
-        model = auto.from_config(arch)
+        auto = AutoModelForSeq2SeqLM if arch.is_encoder_decoder else AutoModelForCausalLM  # as models.load_model
+        model = (auto if kind == "translation" else AutoModelForSequenceClassification).from_config(arch)
     if spec["source"] != "build" and _config_json(spec).get("tie_word_embeddings") is False:
         from peftlab.methods.core import untie_output_layer
 
@@ -246,8 +252,10 @@ def check_config(config: dict, budget_cache: Path | None = None) -> None:
         except ValueError as err:  # DataError: name the task, which the data layer does not know
             raise ConfigError(f"tasks.{name}: {err}") from None
         if task["kind"] == "translation":
+            spec = config["base_models"][task["base_model"]]
+            known = decoder_only(config, task["base_model"])  # None: a hub model not cached, checked by its job
             try:
-                languages_of(config["base_models"][task["base_model"]], task)
+                languages_of(spec, task, decoder_only=known if known is not None else "prompt_template" in spec)
             except LanguageError as err:
                 raise ConfigError(f"tasks.{name} (base model {task['base_model']}): {err}") from None
     check_training(config)
@@ -330,11 +338,26 @@ def check_training(config: dict) -> None:
 
 
 def model_type(config: dict, model_name: str, hub_cache: str | Path | None = None) -> str | None:
-    """A base model's model_type without loading it: its config.json where that is on disk; None when not
-    knowable offline (a hub model not in the local cache: its job checks instead)."""
+    """A base model's model_type without loading it: a built model's architecture, else its config.json where that
+    is on disk; None when not knowable offline (a hub model not in the local cache: its job checks instead)."""
     spec = config["base_models"][model_name]
     if spec["source"] == "build":
-        return BUILT_MODEL_TYPE
+        return built_architecture(spec)
+    found = _model_config_json(config, model_name, hub_cache)
+    return None if found is None else found.get("model_type")
+
+
+def decoder_only(config: dict, model_name: str) -> bool | None:
+    """Whether a base model is decoder-only (translates prompts), where knowable offline as for model_type."""
+    spec = config["base_models"][model_name]
+    if spec["source"] == "build":
+        return built_architecture(spec) != "marian"
+    found = _model_config_json(config, model_name)
+    return None if found is None else not found.get("is_encoder_decoder", False)
+
+
+def _model_config_json(config: dict, model_name: str, hub_cache: str | Path | None = None) -> dict | None:
+    spec = config["base_models"][model_name]
     if spec["source"] == "hub":
         found = _hub_file(spec, "config.json", hub_cache)
         path = Path(found) if found else None
@@ -343,9 +366,12 @@ def model_type(config: dict, model_name: str, hub_cache: str | Path | None = Non
     if path is None or not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError) as err:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
         raise ConfigError(f"base_models.{model_name}: {path} is not a readable config.json ({err})") from None
+    if not isinstance(found, dict):
+        raise ConfigError(f"base_models.{model_name}: {path} is not a readable config.json (not an object)")
+    return found
 
 
 def check_families(config: dict) -> None:

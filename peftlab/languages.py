@@ -8,6 +8,10 @@ codes without importing transformers, and the shard, training and evaluation job
   code as the first token after the decoder start (forced_bos_token_id). Each family has its own codes
   (de_DE, deu_Latn, de), listed below as transformers 5.23 lists them (FAIRSEQ_LANGUAGE_CODES; a test compares).
 
+Decoder-only models (Llama, Qwen, Gemma, Mistral; a built `architecture: llama`) translate a prompt instead: the
+base model's `prompt_template` (default DEFAULT_PROMPT) with the source sentence and the direction filled in; the
+model continues it with the translation and its end-of-sequence token (peftlab.data.shards.causal_row).
+
 A study names languages by ISO 639-1 code (tasks.<t>.source_lang / target_lang, also the corpus fields and
 sacrebleu's target language); the tables map them to the family's code. A base model's `language_codes` entry
 adds or overrides a mapping (zh: zho_Hant).
@@ -16,6 +20,7 @@ adds or overrides a mapping (zh: zho_Hant).
 from __future__ import annotations
 
 import json
+import string
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -158,6 +163,7 @@ class Languages:
     src_code: str | None = None  # the tokenizer's src_lang / tgt_lang (code families only)
     tgt_code: str | None = None
     target_token: str | None = None  # the token generation starts with, after the decoder start
+    prompt: str = ""  # decoder-only models: the prompt with the direction filled in and "{source}" left to fill
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,15 +172,43 @@ class Languages:
 NO_LANGUAGES = Languages()
 
 
+# A decoder-only model's prompt: the fields below, filled per task ({source} per sentence). The model's answer
+# (the target) follows the prompt directly, so the prompt ends where the translation starts (here, a new line).
+DEFAULT_PROMPT = "Translate {source_name} to {target_name}:\n{source}\n"
+PROMPT_FIELDS = ("source", "source_lang", "target_lang", "source_name", "target_name")
+
+
+def check_prompt_template(template: str) -> None:
+    """LanguageError for a prompt template that cannot be filled: an unknown or positional placeholder, a
+    conversion or format spec, unbalanced braces, or no {source} (the model would never see the sentence)."""
+    try:
+        fields = [(name, conv, spec) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise LanguageError(f"prompt_template {template!r}: {err} (write a literal brace as {{{{ or }}}})") from None
+    for name, conv, spec in fields:
+        if name not in PROMPT_FIELDS:
+            raise LanguageError(f"prompt_template {template!r} has the placeholder {{{name}}}; known: "
+                                f"{', '.join('{' + f + '}' for f in PROMPT_FIELDS)}")
+        if conv or spec:
+            raise LanguageError(f"prompt_template {template!r}: {{{name}}} takes no conversion or format spec")
+    if "source" not in [name for name, _, _ in fields]:
+        raise LanguageError(f"prompt_template {template!r} has no {{source}}: the model would never see the sentence")
+
+
+def built_architecture(spec: dict) -> str:
+    """What a built base model is (build.architecture): marian, or a decoder-only family."""
+    return spec.get("build", {}).get("architecture", "marian")
+
+
 def model_family(spec: dict) -> str:
     """The family of a base-model spec: its `languages` entry, else its tokenizer's class (local and package
-    models), else its hub id; a built model is a Marian."""
+    models), else its hub id; a built model is a Marian, or prompted (none) when it is decoder-only."""
     if "languages" in spec:
         if spec["languages"] not in FAMILIES:
             raise LanguageError(f"languages {spec['languages']!r} is not a known family ({', '.join(FAMILIES)})")
         return spec["languages"]
     if spec["source"] == "build":
-        return "marian"
+        return "marian" if built_architecture(spec) == "marian" else "none"
     if spec["source"] in ("local", "package"):
         return _family_of_folder(spec)
     if spec["source"] == "hub":
@@ -201,19 +235,61 @@ def _family_of_folder(spec: dict) -> str:
     return next((name for name, fam in FAMILIES.items() if cls in fam.tokenizers), "none")
 
 
-def languages_of(spec: dict, task: dict) -> Languages:
-    """A translation task's Languages on a base model; LanguageError names a language the family has no code for."""
+def _direction(template: str, what: str, key: str, src: str, tgt: str) -> dict[str, str]:
+    """The direction's fields of a prefix or prompt template; LanguageError for a name peftlab does not know."""
+    names = {"source_name": ENGLISH_NAMES.get(src), "target_name": ENGLISH_NAMES.get(tgt)}
+    for field, name in names.items():
+        if "{" + field + "}" in template and name is None:
+            lang = src if field == "source_name" else tgt
+            raise LanguageError(f"the {what} {template!r} needs the English name of {lang!r}, which peftlab does "
+                                f"not know: write it out in the base model's {key}")
+    return {"source_lang": src, "target_lang": tgt, **names}
+
+
+def _prompt(template: str, src: str, tgt: str) -> str:
+    """The prompt template with the direction filled in and {source} kept, every other brace escaped, so that
+    fill_prompt's format() reproduces the template's literal text exactly."""
+    values = _direction(template, "prompt template", "prompt_template", src, tgt)
+
+    def escape(text: str) -> str:
+        return text.replace("{", "{{").replace("}", "}}")
+
+    parts = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        parts.append(escape(literal))
+        if name is not None:
+            parts.append("{source}" if name == "source" else escape(values[name]))
+    return "".join(parts)
+
+
+def fill_prompt(languages: Languages, source: str) -> str:
+    """A decoder-only model's input for one source sentence (the translation follows it)."""
+    return languages.prompt.format(source=source)
+
+
+def languages_of(spec: dict, task: dict, *, decoder_only: bool = False) -> Languages:
+    """A translation task's Languages on a base model; LanguageError names a language the family has no code for.
+
+    decoder_only: the model is a causal LM (no encoder), prompted with the spec's `prompt_template` (default
+    DEFAULT_PROMPT); a `prompt_template` on an encoder-decoder model, or a source prefix or language codes on a
+    decoder-only one, is an error (the key would be silently ignored)."""
     family_name = model_family(spec)
     family = FAMILIES[family_name]
     src, tgt = task.get("source_lang", ""), task.get("target_lang", "")
+    if "prompt_template" in spec:
+        check_prompt_template(spec["prompt_template"])
+        if not decoder_only:
+            raise LanguageError("prompt_template is for decoder-only models (a prompt they continue); this base "
+                                "model is an encoder-decoder: use source_prefix")
+    if decoder_only:
+        told = [key for key in ("source_prefix", "language_codes") if key in spec]
+        told += [f"languages: {family_name}"] if family_name != "none" and "languages" in spec else []
+        if told:
+            raise LanguageError(f"a decoder-only model is told the direction by its prompt_template, not by "
+                                f"{' or '.join(told)}: set prompt_template instead")
+        return Languages(src, tgt, family_name, prompt=_prompt(spec.get("prompt_template", DEFAULT_PROMPT), src, tgt))
     template = spec.get("source_prefix", family.prefix)
-    names = {"source_name": ENGLISH_NAMES.get(src), "target_name": ENGLISH_NAMES.get(tgt)}
-    for key, name in names.items():
-        if "{" + key + "}" in template and name is None:
-            lang = src if key == "source_name" else tgt
-            raise LanguageError(f"the source prefix {template!r} needs the English name of {lang!r}, which "
-                                "peftlab does not know: write the prefix out in the base model's source_prefix")
-    prefix = template.format(source_lang=src, target_lang=tgt, **names)
+    prefix = template.format(**_direction(template, "source prefix", "source_prefix", src, tgt))
     overrides = spec.get("language_codes", {})
     if family.codes is None:
         if overrides:

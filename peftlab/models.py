@@ -3,6 +3,8 @@
 The offline demo cannot download an MT model (nothing on PyPI ships Marian/T5/NLLB weights), so the
 pipeline trains a joint unigram vocabulary and pretrains a small Marian on a few language pairs with
 target-language tags (">>fr<<"), then adapts it to held-out pairs. Cluster studies name hub ids.
+A built model can also be a tiny decoder-only LM (`build.architecture: llama | qwen2`), pretrained on the same
+pairs as prompts (peftlab.languages.DEFAULT_PROMPT), so the LLM path runs offline end to end.
 """
 
 from __future__ import annotations
@@ -18,16 +20,23 @@ import torch
 from tokenizers import AddedToken, models, processors
 from tokenizers.implementations import SentencePieceUnigramTokenizer
 from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
     MarianConfig,
     MarianMTModel,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
 )
 
+from peftlab.languages import built_architecture
 from peftlab.methods import load_method
 from peftlab.model_source import ModelError
 
@@ -98,6 +107,34 @@ def build_marian(tokenizer: PreTrainedTokenizerBase, *, d_model: int, layers: in
     return MarianMTModel(config)
 
 
+# build.architecture -> (config class, model class) of a built decoder-only model
+DECODER_CLASSES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+
+
+def decoder_config(architecture: str, *, vocab_size: int, d_model: int, layers: int, heads: int, ffn_dim: int,
+                   pad_token_id: int, eos_token_id: int, max_positions: int = 256):
+    """A tiny decoder-only config (build.architecture) in the Marian build's terms: d_model is the hidden size,
+    ffn_dim the MLP's, every head its own key/value head; embeddings tied to the output layer (as Marian's, and
+    Qwen2.5-0.5B's), no BOS (the built tokenizer has none), init std d_model^-0.5 (see build_marian)."""
+    if architecture not in DECODER_CLASSES:
+        raise ModelError(f"build.architecture {architecture!r}: a decoder-only build is one of "
+                         f"{sorted(DECODER_CLASSES)}")
+    config_cls, _ = DECODER_CLASSES[architecture]
+    return config_cls(vocab_size=vocab_size, hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=heads,
+                      num_key_value_heads=heads, intermediate_size=ffn_dim, max_position_embeddings=max_positions,
+                      pad_token_id=pad_token_id, eos_token_id=eos_token_id, bos_token_id=None,
+                      tie_word_embeddings=True, initializer_range=d_model**-0.5)
+
+
+def build_decoder(tokenizer: PreTrainedTokenizerBase, architecture: str, *, d_model: int, layers: int, heads: int,
+                  ffn_dim: int, seed: int = 0) -> PreTrainedModel:
+    """A randomly initialised decoder-only LM (decoder_config) on the built tokenizer."""
+    config = decoder_config(architecture, vocab_size=len(tokenizer), d_model=d_model, layers=layers, heads=heads,
+                            ffn_dim=ffn_dim, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    return DECODER_CLASSES[architecture][1](config)
+
+
 def load_tokenizer(path: str, spec: dict | None = None) -> PreTrainedTokenizerBase:
     spec = spec or {}
     return AutoTokenizer.from_pretrained(
@@ -137,8 +174,11 @@ def load_model(path: str, kind: str, spec: dict | None = None, num_labels: int |
     spec = spec or {}
     kwargs = {"revision": spec.get("revision"), "trust_remote_code": bool(spec.get("trust_remote_code", False)),
               **quantization_kwargs(spec, device)}
-    if kind == "translation":
-        return AutoModelForSeq2SeqLM.from_pretrained(path, **kwargs)
+    if kind == "translation":  # a decoder-only model (Llama, Qwen, ...) translates a prompt as a causal LM
+        config = AutoConfig.from_pretrained(path, revision=kwargs["revision"],
+                                            trust_remote_code=kwargs["trust_remote_code"])
+        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        return auto.from_pretrained(path, config=config, **kwargs)
     if kind == "classification":
         return _load_classifier(path, num_labels, kwargs)
     raise ModelError(f"unknown task kind {kind!r}")
@@ -224,6 +264,21 @@ def load_base(model_path: str, model_spec: dict, task: dict, num_labels: int | N
     model = load_model(model_path, task["kind"], model_spec, num_labels=num_labels, device=device)
     pad_with_eos(model, tokenizer)
     return model, tokenizer
+
+
+def is_decoder_only(model: torch.nn.Module) -> bool:
+    """A causal LM (no encoder): it translates prompts (peftlab.languages.languages_of(..., decoder_only=True))."""
+    return not model.config.is_encoder_decoder
+
+
+def spec_is_decoder_only(spec: dict, path: str | None = None) -> bool:
+    """Whether a base-model spec names a decoder-only model, before its weights load: a built model by its
+    build.architecture, any other by its config.json (`path`: where resolve_model_path finds it)."""
+    if spec["source"] == "build":
+        return built_architecture(spec) != "marian"
+    config = AutoConfig.from_pretrained(path, revision=spec.get("revision"),
+                                        trust_remote_code=bool(spec.get("trust_remote_code", False)))
+    return not config.is_encoder_decoder
 
 
 def load_trained(model_path: str, model_spec: dict, task: dict, method_dir: Path, method_sha256: dict[str, str],

@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from peftlab.languages import NO_LANGUAGES, Languages, languages_of
 from peftlab.methods import get_method, merge_method
-from peftlab.models import load_trained, model_identity
+from peftlab.models import is_decoder_only, load_trained, model_identity
 
 # train.json keys load_run reads; runs trained before load_run existed lack the first four
 RECORD_KEYS = ("base_model_spec", "base_model_path", "task_config", "labels", "method_sha256", "method_family")
@@ -85,6 +85,7 @@ def load_run(run_dir: str | os.PathLike, *, merge: bool = True, base_model_path:
     if labels:
         model.config.id2label = dict(enumerate(labels))
         model.config.label2id = {name: i for i, name in enumerate(labels)}
-    languages = languages_of(spec, task) if task["kind"] == "translation" else NO_LANGUAGES
+    translation = task["kind"] == "translation"
+    languages = languages_of(spec, task, decoder_only=is_decoder_only(model)) if translation else NO_LANGUAGES
     return TrainedRun(model=model.eval(), tokenizer=tokenizer, languages=languages, labels=labels, record=record,
                       merged=merged)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 
 from peftlab.atomic import follow_umask, make_temp_dir, replace_dir, write_json
 from peftlab.data import load_split
-from peftlab.data.shards import subset_rows
+from peftlab.data.shards import IGNORE_INDEX, subset_rows
 from peftlab.distributed import launch, rank_and_world
 from peftlab.methods import (
     DEFAULT_BUDGET_TOLERANCE,
@@ -30,7 +31,15 @@ from peftlab.methods import (
     save_method,
     solve_budget,
 )
-from peftlab.models import build_marian, default_device, load_base, load_tokenizer, model_identity, shard_labels
+from peftlab.models import (
+    build_decoder,
+    build_marian,
+    default_device,
+    load_base,
+    load_tokenizer,
+    model_identity,
+    shard_labels,
+)
 from peftlab.provenance import package_versions, utc_now
 from peftlab.train import first_batches, train
 from peftlab.train_config import TrainConfig, pretraining_config
@@ -53,6 +62,16 @@ def denoising_rows(rows: list[dict], seed: int, drop: float = 0.25) -> list[dict
     return out
 
 
+def monolingual_rows(rows: list[dict]) -> list[dict]:
+    """A decoder-only model's counterpart of denoising_rows: language modelling on the target side alone (the
+    row's target tokens and eos, every one a label), so it learns the language without the direction's prompt."""
+    out = []
+    for row in rows:
+        target = [t for t in row["labels"] if t != IGNORE_INDEX]
+        out.append({"id": f"lm-{row['id']}", "input_ids": target, "labels": target})
+    return out
+
+
 def interleave(*row_lists: list[dict]) -> list[dict]:
     """Round-robin over several lists, so a truncated prefix covers each of them."""
     return [row for rows in itertools.zip_longest(*row_lists) for row in rows if row is not None]
@@ -61,21 +80,26 @@ def interleave(*row_lists: list[dict]) -> list[dict]:
 def pretrain_base(build: dict, tokenizer_dir: Path, shard_dirs: list[Path], out_dir: Path, *,
                   checkpoint_dir: Path, denoise_dirs: list[Path] = (), log_path: Path | None = None,
                   device: str | None = None) -> dict:
-    """Pretrain the tiny multilingual Marian on the tagged pretraining pairs and save it with its tokenizer.
+    """Pretrain the tiny multilingual Marian (or decoder-only LM: build.architecture) on the tagged (prompted)
+    pretraining pairs and save it with its tokenizer.
 
     `shard_dirs` hold translation pairs; `denoise_dirs` hold pairs whose target side only is used,
-    for denoising (see denoising_rows).
+    for denoising (see denoising_rows; monolingual_rows for a decoder-only model).
     """
     device = device or default_device()
     tokenizer = load_tokenizer(str(tokenizer_dir))
     cfg = pretraining_config(build.get("train", {}))
-    model = build_marian(tokenizer, d_model=build["d_model"], layers=build["layers"], heads=build["heads"],
-                         ffn_dim=build["ffn_dim"], seed=cfg.seed)
+    dims = {k: build[k] for k in ("d_model", "layers", "heads", "ffn_dim")}
+    architecture = build.get("architecture", "marian")
+    if architecture == "marian":
+        model, monolingual = build_marian(tokenizer, **dims, seed=cfg.seed), partial(denoising_rows, seed=cfg.seed)
+    else:  # the shards of a decoder-only build are its prompts already (build_shards, decoder_only)
+        model, monolingual = build_decoder(tokenizer, architecture, **dims, seed=cfg.seed), monolingual_rows
     train_rows = [row for d in shard_dirs for row in load_split(Path(d), "train")]
-    train_rows += [row for d in denoise_dirs for row in denoising_rows(load_split(Path(d), "train"), cfg.seed)]
+    train_rows += [row for d in denoise_dirs for row in monolingual(load_split(Path(d), "train"))]
     # Interleave the dev sets so early stopping watches every pretraining task, not the first.
     dev = interleave(*[load_split(Path(d), "dev") for d in shard_dirs],
-                     *[denoising_rows(load_split(Path(d), "dev"), cfg.seed) for d in denoise_dirs])
+                     *[monolingual(load_split(Path(d), "dev")) for d in denoise_dirs])
     result = train(model, train_rows, dev[: build.get("dev_examples", 300)], cfg,
                    pad_id=tokenizer.pad_token_id, checkpoint_dir=checkpoint_dir, log_path=log_path, device=device,
                    run_key=json.dumps(build, sort_keys=True))

@@ -115,6 +115,32 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.
                            label_smoothing=smoothing)
 
 
+def is_causal_batch(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> bool:
+    """A decoder-only LM's batch: token labels (2-D, class labels are 1-D) on a model without an encoder."""
+    return batch["labels"].dim() == 2 and not model.config.is_encoder_decoder
+
+
+def logits_and_labels(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                      forward: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits and the labels they predict. A seq2seq model or a classifier takes the labels (seq2seq builds
+    its decoder input from them) and its logits line up with them. A causal LM's labels are its input ids with
+    -100 on the prompt (Hugging Face's convention): position t predicts label t + 1, so both are shifted here,
+    and the labels are not passed in (the model would compute a second, unused loss over the whole vocabulary).
+    `forward` runs the batch when it is not the model itself (DistributedDataParallel's wrapper of it)."""
+    forward = forward or model
+    if not is_causal_batch(model, batch):
+        return forward(**batch).logits, batch["labels"]
+    logits = forward(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    # peft's prompt tuning and P-tuning prepend their virtual tokens to the input, and their logits with them
+    logits = logits[:, logits.shape[1] - batch["labels"].shape[1]:]
+    return logits[:, :-1], predicted_labels(model, batch)
+
+
+def predicted_labels(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The labels the loss counts (logits_and_labels): a causal LM's first label has no logit before it."""
+    return batch["labels"][:, 1:] if is_causal_batch(model, batch) else batch["labels"]
+
+
 @torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, rows: list[dict], pad_id: int, batch_size: int, device: str) -> float:
     """Mean per-token cross-entropy on a fixed split (no smoothing), for early stopping. Under data
@@ -126,9 +152,9 @@ def evaluate_loss(model: torch.nn.Module, rows: list[dict], pad_id: int, batch_s
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
         batch = {k: v.to(device) for k, v in collate(rows[start:start + batch_size], pad_id).items()}
-        logits = model(**batch).logits
-        n = int((batch["labels"] != -100).sum())
-        total += float(token_loss(logits, batch["labels"])) * n
+        logits, labels = logits_and_labels(model, batch)
+        n = int((labels != -100).sum())
+        total += float(token_loss(logits, labels)) * n
         count += n
     model.train()
     if world > 1:
@@ -461,7 +487,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
                     epoch_cache = {epoch: micro_batch_order(lengths, cfg, epoch)}
                 rows = epoch_cache[epoch][index][rank * local:(rank + 1) * local]
                 micro.append(collate([train_rows[i] for i in rows], pad_id))
-            label_tokens = [int((b["labels"] != -100).sum()) for b in micro]
+            label_tokens = [int((predicted_labels(model, b) != -100).sum()) for b in micro]
             # the whole step's token counts, over all processes (the loss weights and the throughput need them)
             counts = all_sum([*label_tokens, *(int(b["attention_mask"].sum()) for b in micro)], device)
             step_labels, step_sources = counts[:len(micro)], counts[len(micro):]
@@ -475,14 +501,14 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
                 with nullcontext() if world == 1 or last else net.no_sync():
                     with torch.autocast(device.split(":")[0], dtype=autocast_dtype,
                                         enabled=autocast_dtype is not None):
-                        logits = net(**batch).logits
+                        logits, labels = logits_and_labels(model, batch, forward=net)
                     # the slice's share of the step's label tokens (1.0 in one process without accumulation:
                     # bit-identical), times the processes whose gradients DDP averages
-                    loss = token_loss(logits.float(), batch["labels"], cfg.label_smoothing) * (
-                        n * world / sum(step_labels))
+                    loss = token_loss(logits.float(), labels, cfg.label_smoothing) * (n * world / sum(step_labels))
                     scaler.scale(loss).backward()
                 step_loss += float(loss.detach())
-                src, tgt = step_sources[k], step_labels[k]
+                # a causal LM's target tokens are part of its input: counted once, through the whole model
+                src, tgt = step_sources[k], 0 if is_causal_batch(model, batch) else step_labels[k]
                 state["tokens"] += int(src + tgt)
                 state["model_flops"] += src_flops * src + tgt_flops * tgt
             step_loss = all_sum([step_loss], device)[0] / world  # the step's loss over all its tokens

@@ -15,7 +15,8 @@ rule benchmark:
         built_dir=lambda w: built_dir(task_model(w.task)),
         model_spec=lambda w: canonical(model_spec(task_model(w.task))),
         task=lambda w: canonical(task_entry(w.task)),
-        code=fingerprint("peftlab/bench.py", "peftlab/languages.py"),
+        # translate.py and data/shards.py: a decoder-only model's prompt batch, as evaluation builds it
+        code=fingerprint("peftlab/bench.py", "peftlab/languages.py", "peftlab/translate.py", "peftlab/data/shards.py"),
         torch_threads=THREADS,
     log:
         "logs/{study}/benchmark/{task}/{method}/{budget}/seed{seed}.log",

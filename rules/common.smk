@@ -173,8 +173,10 @@ def shard_task(task):
 
 def tokenizer_spec(model):
     """What tokenizing with a base model depends on: its spec less the pretraining recipe (a built model's
-    tokenizer is an input of its own)."""
-    return {k: v for k, v in model_spec(model).items() if k != "build"}
+    tokenizer is an input of its own), but with a decoder-only build's architecture (its pairs become prompts)."""
+    spec = {k: v for k, v in model_spec(model).items() if k != "build"}
+    architecture = model_spec(model).get("build", {}).get("architecture", "marian")
+    return spec if architecture == "marian" else {**spec, "build": {"architecture": architecture}}
 
 
 def built_dir(model):

@@ -19,7 +19,8 @@ rule evaluate:
         task=lambda w: canonical(task_entry(w.task)),
         pretraining=pretraining_pairs,
         code=fingerprint("peftlab/evaluate.py", "peftlab/classify.py", "peftlab/ood.py", "peftlab/forgetting.py",
-                         "peftlab/languages.py", "peftlab/scoring.py", "peftlab/translate.py"),
+                         "peftlab/languages.py", "peftlab/scoring.py", "peftlab/translate.py",
+                         "peftlab/data/shards.py"),  # encode_prompts: a decoder-only model's prompts
     log:
         "logs/{study}/evaluate/{task}/{method}/{budget}/seed{seed}.log",
     resources:

@@ -256,6 +256,28 @@ case("bitfit-on-unsupported-family", "check_config", "methods.bitfit (bitfit) on
                     c["grid"]["methods"].append("bitfit")))
 
 
+# decoder-only models: the prompt template, and the built architecture
+def llama_model(c: dict, tmp: Path) -> None:
+    """en-de on a local decoder-only folder (a Llama config.json: planning reads no weights)."""
+    (tmp / "llama").mkdir()
+    (tmp / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    c["base_models"]["llama"] = {"source": "local", "path": str(tmp / "llama")}
+    c["tasks"]["en-de"]["base_model"] = "llama"
+
+
+case("prompt-unknown-placeholder", "check_config", "tasks.en-de (base model llama): prompt_template "
+     "'Translate {src}: {source}' has the placeholder {src}")(
+    lambda c, tmp: (llama_model(c, tmp), c["base_models"]["llama"].update(prompt_template="Translate {src}: {source}")))
+case("prompt-without-source", "check_config", "has no {source}")(
+    lambda c, tmp: (llama_model(c, tmp), c["base_models"]["llama"].update(prompt_template="Translate to German:")))
+case("prompt-on-encoder-decoder", "check_config", "tasks.en-de (base model tiny-marian): prompt_template is for "
+     "decoder-only models")(set_in("base_models.tiny-marian.prompt_template", "{source}"))
+case("prompt-source-prefix-on-decoder", "check_config", "not by source_prefix")(
+    lambda c, tmp: (llama_model(c, tmp), c["base_models"]["llama"].update(source_prefix=">>de<< ")))
+case("build-unknown-architecture", "schema", "'gpt2' is not one of")(
+    set_in("base_models.tiny-marian.build.architecture", "gpt2"))
+
+
 # peft's tuners (the generic `peft` method): the tuner's name is checked without peft, its config fields by peft
 # when planning solves the budget, and a tuner the model cannot take is refused then too
 def add_peft(c: dict, options: dict) -> None:

@@ -65,6 +65,13 @@ ARCHITECTURES: dict[str, tuple[str, dict]] = {
     "google/mt5-large": ("mt5", dict(vocab_size=250112, d_model=1024, d_kv=64, d_ff=2816, num_layers=24,
                                      num_decoder_layers=24, num_heads=16, feed_forward_proj="gated-gelu",
                                      tie_word_embeddings=False)),
+    # decoder-only (translation loads them as causal LMs): grouped-query attention, tied embeddings
+    "Qwen/Qwen2.5-0.5B": ("qwen2", dict(vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                                        num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                                        max_position_embeddings=32768, tie_word_embeddings=True)),
+    "Qwen/Qwen2.5-1.5B": ("qwen2", dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960,
+                                        num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                                        max_position_embeddings=131072, tie_word_embeddings=True)),
 }
 
 # run_metrics' vocabulary (peftlab/results/schema.py): what an expected-figures claim may compare.
@@ -169,7 +176,8 @@ def meta_model(hub_id: str, kind: str) -> torch.nn.Module:
     if (hub_id, kind) not in _META:
         model_type, kwargs = ARCHITECTURES[hub_id]
         config = tf.AutoConfig.for_model(model_type, **kwargs)
-        auto = tf.AutoModelForSeq2SeqLM if kind == "translation" else tf.AutoModelForSequenceClassification
+        seq2seq = tf.AutoModelForSeq2SeqLM if config.is_encoder_decoder else tf.AutoModelForCausalLM
+        auto = seq2seq if kind == "translation" else tf.AutoModelForSequenceClassification
         with torch.device("meta"):
             _META[hub_id, kind] = auto.from_config(config)
         if kwargs.get("tie_word_embeddings") is False:  # as the checkpoint loads (mT5's own lm_head)
@@ -270,6 +278,7 @@ RUNS_BY_HAND = {
     "coda": 6 * (1 + 3 * 2) * 3,  # 6 tasks x (full + 3 sized x 2 budgets) x 3 seeds
     "he2021-adapters": 11 * (5 + 5 * 1) * 3,  # 6 tasks + 5 with train_sizes [1000] x (full, houlsby) x 5 rates
     "houlsby2019-glue": 7 * (1 + 4 + 3 * 3 + 1) * 3,  # base + full x 4 rates + houlsby 3 budgets x 3 rates + lntuning
+    "llm-mt": 6 * (3 + 3 * 2 + 1) * 3,  # 6 tasks x (base, full, ia3 + lora, dora, houlsby x 2 budgets + vera) x 3
 }
 
 

@@ -6,7 +6,7 @@ start(snakemake)  # noqa: F821
 from peftlab.data import build_shards  # noqa: E402
 from peftlab.languages import NO_LANGUAGES, languages_of  # noqa: E402
 from peftlab.model_source import resolve_model_path  # noqa: E402
-from peftlab.models import load_tokenizer  # noqa: E402
+from peftlab.models import load_tokenizer, spec_is_decoder_only  # noqa: E402
 from peftlab.status import failure_recorded, record_skipped, upstream_failure  # noqa: E402
 
 sm = snakemake  # noqa: F821
@@ -16,9 +16,10 @@ if reason := upstream_failure({sm.input.corpus: "prepare_corpus", **{t: "build_t
     record_skipped(manifest, identity, reason)
 else:
     with failure_recorded(manifest, identity, Path(sm.log[0])):
-        tokenizer = load_tokenizer(sm.params.built_tokenizer or resolve_model_path(sm.params.model_spec),
-                                   sm.params.model_spec)
-        task = sm.params.task
-        languages = languages_of(sm.params.model_spec, task) if task["kind"] == "translation" else NO_LANGUAGES
+        spec, task = sm.params.model_spec, sm.params.task
+        path = sm.params.built_tokenizer or resolve_model_path(spec)
+        tokenizer = load_tokenizer(path, spec)
+        causal = task["kind"] == "translation" and spec_is_decoder_only(spec, path)
+        languages = languages_of(spec, task, decoder_only=causal) if task["kind"] == "translation" else NO_LANGUAGES
         build_shards(Path(sm.input.corpus).parent, tokenizer, manifest.parent, tokenizer_id=sm.wildcards.model,
-                     languages=languages, max_length=task.get("max_length", 128))
+                     languages=languages, max_length=task.get("max_length", 128), decoder_only=causal)

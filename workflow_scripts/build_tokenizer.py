@@ -14,9 +14,8 @@ def training_text():
     for manifest in sm.input:
         with open(Path(manifest).parent / "train.jsonl") as handle:
             for line in handle:
-                row = json.loads(line)
-                yield row["src"]
-                yield row["tgt"]
+                row = json.loads(line)  # translation pairs, or a classification task's texts (decoder-only builds)
+                yield from (row[k] for k in ("src", "tgt", "text", "text_pair") if row.get(k))
 
 
 out = Path(sm.output[0])  # tokenizer.json: a failure record in its place has a "status" key, a tokenizer none

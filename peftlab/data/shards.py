@@ -1,8 +1,10 @@
 """Tokenized parquet shards of a prepared corpus, keyed by (corpus, split, tokenizer): every run shares them.
 
 out_dir/{split}-{i:05d}.parquet + manifest.json. Translation: id string, input_ids list<int32>, labels
-list<int32>. Classification: id, input_ids, label int32 (-1: out of distribution), plus token_type_ids for
-sentence pairs, for every split file of the corpus (train, dev, test, ood, test-<lang>).
+list<int32>; for a decoder-only model (`causal` in the manifest) input_ids are prompt + target + eos and labels
+the same ids with -100 on the prompt (Hugging Face's causal-LM convention: the loss shifts them by one), so the
+loss is on the target tokens only. Classification: id, input_ids, label int32 (-1: out of distribution), plus
+token_type_ids for sentence pairs, for every split file of the corpus (train, dev, test, ood, test-<lang>).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peftlab.data.clean import SPLITS, DataError, read_jsonl, write_atomic
-from peftlab.languages import NO_LANGUAGES, Languages, configure_tokenizer
+from peftlab.languages import NO_LANGUAGES, Languages, configure_tokenizer, fill_prompt
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +40,31 @@ def _tokenize(tokenizer: Any, src: list[str], tgt: list[str], max_length: int) -
             full = tokenizer([s[i] for i in at_limit], text_target=[t[i] for i in at_limit])
             full_lengths = zip(map(len, full["input_ids"]), map(len, full["labels"]), strict=True)
             truncated += sum(max(n) > max_length for n in full_lengths)
+    return ids, labels, truncated
+
+
+def encode_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
+    """A decoder-only model's prompt ids: its BOS where the tokenizer has one (Llama, Gemma, Mistral; Qwen has
+    none), then the text without the tokenizer's own special tokens (a built tokenizer appends </s> to every
+    text, which would end the sequence before the translation). Shards and generation both encode with this."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return [bos + ids for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+
+
+def _tokenize_causal(tokenizer: Any, prompts: list[str], tgt: list[str], max_length: int) -> tuple[list, list, int]:
+    """(input_ids, labels, number of rows truncated): prompt + target + eos, labels -100 on the prompt. A row longer
+    than max_length loses its end (the end of the target first, and its eos)."""
+    if tokenizer.eos_token_id is None:
+        raise DataError(f"the tokenizer ({type(tokenizer).__name__}) has no eos token: a decoder-only model would not "
+                        "learn where a translation ends")
+    ids, labels, truncated = [], [], 0
+    for b in range(0, len(prompts), BATCH):
+        targets = tokenizer(tgt[b : b + BATCH], add_special_tokens=False)["input_ids"]
+        for prompt, target in zip(encode_prompts(tokenizer, prompts[b : b + BATCH]), targets, strict=True):
+            row = [*prompt, *target, tokenizer.eos_token_id]
+            truncated += len(row) > max_length
+            ids.append(row[:max_length])
+            labels.append(([IGNORE_INDEX] * len(prompt) + row[len(prompt):])[:max_length])
     return ids, labels, truncated
 
 
@@ -70,13 +97,15 @@ def build_shards(
     languages: Languages = NO_LANGUAGES,
     max_length: int = 128,
     shard_rows: int = 50_000,
+    decoder_only: bool = False,
 ) -> dict:
     """Tokenize train/dev/test of a prepared corpus into parquet shards; returns the shard manifest.
 
     tokenizer is a transformers PreTrainedTokenizerBase. Translation: `languages` (languages.languages_of) puts
     its prefix (e.g. ">>de<< ") before every source text and sets the tokenizer's source and target language
     codes, so that labels start with the target code where the model family expects it (mBART-50, NLLB,
-    M2M100). A classification corpus is tokenized as is, every split file it has.
+    M2M100). `decoder_only`: a causal LM, whose rows are its prompt (languages.prompt) followed by the target
+    (_tokenize_causal). A classification corpus is tokenized as is, every split file it has.
     Files appear atomically and the manifest last, so a manifest means a complete build.
     """
     import pyarrow as pa
@@ -97,17 +126,27 @@ def build_shards(
         "corpus_sha256": corpus_manifest["sha256"],
         "max_length": max_length,
         "languages": languages.as_dict(),
+        "causal": decoder_only,
         "splits": {},
     }
+    if decoder_only and not languages.prompt:
+        raise DataError("a decoder-only model's shards need its prompt (languages_of(..., decoder_only=True))")
     for split in SPLITS:
         records = read_jsonl(corpus_dir / f"{split}.jsonl")
         files, stats = [], {"rows": len(records), "src_tokens": 0, "tgt_tokens": 0, "truncated": 0}
         for start in range(0, max(len(records), 1), shard_rows):  # an empty split still gets one (empty) file
             chunk = records[start : start + shard_rows]
-            src = [languages.prefix + r["src"] for r in chunk]
-            ids, labels, truncated = _tokenize(tokenizer, src, [r["tgt"] for r in chunk], max_length)
-            stats["src_tokens"] += sum(map(len, ids))
-            stats["tgt_tokens"] += sum(map(len, labels))
+            if decoder_only:
+                prompts = [fill_prompt(languages, r["src"]) for r in chunk]
+                ids, labels, truncated = _tokenize_causal(tokenizer, prompts, [r["tgt"] for r in chunk], max_length)
+                n_target = sum(sum(t != IGNORE_INDEX for t in row) for row in labels)
+                stats["src_tokens"] += sum(map(len, ids)) - n_target
+                stats["tgt_tokens"] += n_target
+            else:
+                src = [languages.prefix + r["src"] for r in chunk]
+                ids, labels, truncated = _tokenize(tokenizer, src, [r["tgt"] for r in chunk], max_length)
+                stats["src_tokens"] += sum(map(len, ids))
+                stats["tgt_tokens"] += sum(map(len, labels))
             stats["truncated"] += truncated
             table = pa.table(
                 {"id": [r["id"] for r in chunk], "input_ids": ids, "labels": labels}, schema=schema
