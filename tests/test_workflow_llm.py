@@ -27,7 +27,8 @@ def query(workdir: Path, sql: str) -> list[tuple]:
 
 def test_every_run_finished(finished):
     runs = query(finished, "SELECT task, method, status FROM runs ORDER BY task, method")
-    expected = [(f"en-de-{m}", method) for m in MODELS for method in ("base", "full", "lora")]
+    expected = [(f"en-de-{m}", method) for m in MODELS for method in ("base", "full", "lora")
+                if (m, method) != ("qwen", "full")]
     expected += [(f"topic-{m}", method) for m in MODELS for method in ("base", "houlsby")]
     assert runs == [(*run, "ok") for run in expected]
 
@@ -37,12 +38,13 @@ def test_translation_rows_have_scores_and_prompt_free_hypotheses(finished, model
     runs = f"run_id LIKE 'test-llm/en-de-{model}/%'"
     scores = query(finished, f"SELECT run_id, metric, value FROM evaluations WHERE {runs} "
                              "AND metric IN ('bleu', 'chrf') AND subset IS NULL AND layer IS NULL")
-    assert len(scores) == 6 and all(value is not None and value >= 0 for _, _, value in scores)
+    methods = ("base", "full", "lora") if model == "llama" else ("base", "lora")
+    assert len(scores) == 2 * len(methods) and all(value is not None and value >= 0 for _, _, value in scores)
     shards = json.loads((finished / f"results/test-llm/shards/tiny-{model}/en-de-{model}/manifest.json").read_text())
     assert shards["causal"] is True
     prompt_start = shards["languages"]["prompt"].split("{source}")[0].strip()  # "Translate English to German:"
     non_empty = 0
-    for method in ("base", "full", "lora"):
+    for method in methods:
         run = next((finished / f"results/test-llm/runs/en-de-{model}/{method}").glob("*/seed0"))
         hypotheses = (run / "test.predictions.txt").read_text().split("\n")[:-1]
         assert len(hypotheses) == 40
@@ -53,7 +55,7 @@ def test_translation_rows_have_scores_and_prompt_free_hypotheses(finished, model
     assert non_empty > 0
     retained = query(finished, f"SELECT count(*) FROM evaluations WHERE {runs} AND subset = 'en-fr-{model}' "
                                "AND metric = 'chrf'")
-    assert retained == [(3,)]  # forgetting: quality on the pretraining pair, through the same prompt
+    assert retained == [(len(methods),)]  # forgetting: quality on the pretraining pair, through the same prompt
     bench = query(finished, f"SELECT DISTINCT task, batch_size FROM benchmarks WHERE {runs} ORDER BY 2")
     assert bench == [("generate", 1), ("generate", 4)]
 
