@@ -2,6 +2,8 @@
 
     python benchmarks/dag_bench.py [--configfile config/studies/ustun2022-mt.yaml] [--repeats 3]
     python benchmarks/dag_bench.py --noop [--noop-configfile config/test.yaml]   # also runs the test study once
+    python benchmarks/dag_bench.py --noop --skip-dry-run --noop-configfile config/config.yaml --noop-dir <clone>
+                                                  # no-op rerun of a demo already finished in <clone>
 
 The twin is generated from peftlab's own DAG: one rule per peftlab rule with the same output and log patterns
 (wildcard constraints included), the same jobs, the same input, output and log files, but no config schema, no
@@ -208,15 +210,23 @@ def dry_run_bench(configfile: str, repeats: int, work: Path) -> list[str]:
     return lines
 
 
-def noop_bench(configfile: str, repeats: int, work: Path) -> list[str]:
-    real = copy_repo(work / "noop-real")
+def noop_bench(configfile: str, repeats: int, work: Path, finished: Path | None = None) -> list[str]:
+    """finished: a checkout where the study already ran to completion (e.g. a fresh clone after `make demo`):
+    timed as it is, instead of a copy of this one run first."""
     twin = work / "noop-twin"
     twin.mkdir()
-    _, listing = snakemake(real, "-n", "--cores", "2", "--configfile", configfile)
+    if finished is None:
+        real = copy_repo(work / "noop-real")
+        _, listing = snakemake(real, "-n", "--cores", "2", "--configfile", configfile)
+    else:  # every job of the finished DAG, as a forced dry run lists them (it runs nothing)
+        real = finished.resolve()
+        _, listing = snakemake(real, "-n", "--forceall", "--cores", "2", "--configfile", configfile)
     jobs = parse_jobs(listing)
     write_twin(twin, jobs, rule_outputs(real, configfile), real)
-    print(f"running {configfile} to completion ({len(jobs)} jobs; minutes of CPU) ...", file=sys.stderr, flush=True)
-    full, _ = snakemake(real, "--cores", "2", "--configfile", configfile)
+    if finished is None:
+        print(f"running {configfile} to completion ({len(jobs)} jobs; minutes of CPU) ...", file=sys.stderr,
+              flush=True)
+        full, _ = snakemake(real, "--cores", "2", "--configfile", configfile)
     twin_full, _ = snakemake(twin, "--cores", "2")
     dry = ["-n", "--cores", "2", "--configfile", configfile]
     run = ["--cores", "2", "--configfile", configfile]
@@ -229,7 +239,8 @@ def noop_bench(configfile: str, repeats: int, work: Path) -> list[str]:
     run_times = timed_pair("real", lambda: snakemake(real, *run)[0],
                            "twin", lambda: snakemake(twin, "--cores", "2")[0], repeats)
     n = len(jobs)
-    return [f"No-op rerun of a finished workflow: {configfile} (first full run {full:.0f} s; twin {twin_full:.1f} s)",
+    first = f"finished in {finished}" if finished is not None else f"first full run {full:.0f} s"
+    return [f"No-op rerun of a finished workflow: {configfile} ({first}; twin {twin_full:.1f} s)",
             header(),
             row("peftlab: snakemake -n (nothing to be done)", n, dry_times["real"]),
             row("bare twin: snakemake -n", n, dry_times["twin"]),
@@ -248,6 +259,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side (interleaved)")
     parser.add_argument("--noop", action="store_true", help="also time no-op reruns of a finished workflow")
     parser.add_argument("--noop-configfile", default="config/test.yaml")
+    parser.add_argument("--noop-dir", type=Path, help="with --noop: a checkout where --noop-configfile's study "
+                        "already finished (a fresh clone after `make demo`), timed instead of running the study")
     parser.add_argument("--skip-dry-run", action="store_true", help="only the no-op part")
     parser.add_argument("--dir", type=Path, help="work folder, kept (default: a temporary one, removed)")
     args = parser.parse_args()
@@ -258,7 +271,7 @@ def main() -> None:
         if not args.skip_dry_run:
             lines += dry_run_bench(args.configfile, args.repeats, work)
         if args.noop:
-            lines += ["", *noop_bench(args.noop_configfile, args.repeats, work)]
+            lines += ["", *noop_bench(args.noop_configfile, args.repeats, work, args.noop_dir)]
         print("\n".join(lines))
     finally:
         if args.dir is None:

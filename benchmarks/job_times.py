@@ -15,7 +15,7 @@ from pathlib import Path
 
 def job_durations(log_text: str) -> list[tuple[str, str, float, dt.datetime]]:
     """(rule, wildcards, seconds, start) of every finished job in a snakemake log."""
-    started: dict[str, tuple[str, str, dt.datetime]] = {}
+    started: dict[str, list] = {}
     done, stamp, current = [], None, None
     for line in log_text.splitlines():
         if m := re.match(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$", line):
@@ -23,10 +23,9 @@ def job_durations(log_text: str) -> list[tuple[str, str, float, dt.datetime]]:
         elif m := re.match(r"^(?:local)?rule (\w+):", line):
             current = [m.group(1), "", stamp]
         elif (m := re.match(r"^\s+wildcards: (.*)", line)) and current:
-            current[1] = m.group(1)
+            current[1] = m.group(1)  # Snakemake 9 prints it after the jobid line: the same list, so it is kept
         elif (m := re.match(r"^\s+jobid: (\d+)", line)) and current:
-            started[m.group(1)] = tuple(current)
-            current = None
+            started[m.group(1)] = current
         elif (m := re.match(r"^Finished jobid: (\d+)", line)) and m.group(1) in started:
             rule, wildcards, start = started.pop(m.group(1))
             done.append((rule, wildcards, (stamp - start).total_seconds(), start))

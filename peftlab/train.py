@@ -66,6 +66,14 @@ def check_precision(precision: str, device: str) -> None:
                              f"use fp16 or fp32")
 
 
+def fused_adamw(device: str) -> bool | None:
+    """AdamW's fused kernel where torch has one (CUDA, CPU); None (torch's default loop) elsewhere.
+
+    On CPU, torch's default is one loop over the parameters: 0.57 s a step for full fine-tuning of MiniLM (22.7M
+    parameters, one thread) against 0.12 s fused, which dominated the demo's longest job."""
+    return True if device.split(":")[0] in ("cuda", "cpu") else None
+
+
 def get_lr(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -374,7 +382,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
     Returns the training record (`train` section) and the curve. `checkpoint_dir` holds what resuming
     needs while the run is unfinished; it is removed when training completes. `stop_after_steps`
     simulates an interruption after that many optimizer steps of this invocation (used by the resume test).
-    On CUDA, TF32 matmuls and the fused AdamW kernel are used (recorded in the result).
+    On CUDA, TF32 matmuls are used; on CUDA and CPU, the fused AdamW kernel (both recorded in the result).
     """
     effective = cfg.batch_size * cfg.grad_accumulation
     if len(train_rows) < effective:
@@ -397,7 +405,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
         set_checkpointing(model, True)
     params = list(_trainable(model).values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay,
-                                  fused=True if cuda else None)
+                                  fused=fused_adamw(device))
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
     autocast_dtype = AUTOCAST_DTYPES.get(cfg.precision)
     tf32_before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -561,7 +569,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
             "memory": memory_summary(state["memory_mb"], device),
             "precision": cfg.precision, "grad_accumulation": cfg.grad_accumulation,
             "effective_batch_size": effective, "gradient_checkpointing": cfg.gradient_checkpointing,
-            "tf32": cuda, "fused_adamw": cuda, "devices": world,
+            "tf32": cuda, "fused_adamw": bool(fused_adamw(device)), "devices": world,
             "model_flops": state["model_flops"], "mfu": mfu,
         },
         "curve": state["curve"],

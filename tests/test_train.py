@@ -310,3 +310,27 @@ def test_progress_line_gives_total_elapsed_and_eta(tmp_path, caplog):
     assert [line.split("  ")[0] for line in lines] == ["step 6/24 (25%)", "step 12/24 (50%)", "step 18/24 (75%)",
                                                        "step 24/24 (100%)"]
     assert lines[-1].split("  ")[2] == "eta<=0:00:00"
+
+
+def test_training_on_cpu_uses_fused_adamw_with_the_default_loops_updates(tmp_path):
+    """The fused kernel (fused_adamw) is an implementation of the same AdamW: a run trained with it ends where
+    torch's default per-parameter loop takes the same model, batches and schedule (float32 rounding apart)."""
+    import peftlab.train as train_module
+
+    cfg = TrainConfig(batch_size=8, max_steps=12, warmup_steps=2, eval_interval=6, lr=3e-3, weight_decay=0.01)
+    rows = copy_rows(64)
+    weights, records = [], []
+    for fused in (True, None):
+        original = train_module.fused_adamw
+        train_module.fused_adamw = lambda device, fused=fused: fused
+        try:
+            model = tiny_model()
+            records.append(train(model, rows, rows[:16], cfg, pad_id=0, checkpoint_dir=tmp_path / f"c{fused}",
+                                 run_key=f"fused{fused}"))
+        finally:
+            train_module.fused_adamw = original
+        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    assert records[0]["train"]["fused_adamw"] is True and records[1]["train"]["fused_adamw"] is False
+    assert any(not torch.equal(tiny_model().state_dict()[k], weights[0][k]) for k in weights[0])  # it trained
+    for name, tensor in weights[0].items():
+        torch.testing.assert_close(tensor, weights[1][name], rtol=1e-4, atol=1e-5, msg=name)
