@@ -100,8 +100,8 @@ def _backbone(model: torch.nn.Module) -> torch.nn.Module:
 
 def position_shift(model: torch.nn.Module) -> int:
     """How many positions a method moves the input tokens by: peft's prefix tuning passes its prefix as past
-    key/values, so an encoder numbers the input's positions from the prefix length on (0 for other methods and
-    for encoder-decoder models, whose encoder peft does not prefix)."""
+    key/values, and prompt tuning and P-tuning prepend virtual tokens, so the model numbers the input's positions
+    from their count on (0 for other methods and for encoder-decoder models, whose encoder peft does not prefix)."""
     peft_config = getattr(model, "active_peft_config", None)
     if peft_config is None or not peft_config.is_prompt_learning or model.config.is_encoder_decoder:
         return 0
@@ -130,6 +130,9 @@ def layer_cka(base_model: torch.nn.Module, tuned_model: torch.nn.Module, batches
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
             base, tuned = (_hidden_states(m, batch) for m in models)
+            # peft's prompt tuning and P-tuning prepend their virtual tokens to the input: compare the input's own
+            extra = tuned[0].shape[1] - base[0].shape[1]
+            tuned = tuple(t[:, extra:] for t in tuned) if extra > 0 else tuned
             if len(base) != len(tuned):
                 raise ValueError(f"the models have {len(base)} and {len(tuned)} hidden states")
             moments = moments or [_Moments() for _ in base]
@@ -176,8 +179,9 @@ def representation_drift(base_model: torch.nn.Module, tuned_model: torch.nn.Modu
     rows = rows[:max_rows]
     batches = (collate(rows[i:i + batch_size], pad_id) for i in range(0, len(rows), batch_size))
     shift = position_shift(tuned_model)
-    note = (f"prefix tuning moves the input's positions by {shift} (peft passes the prefix as past key/values), "
-            "so even layer 0 differs from the base model's before training") if shift else None
+    note = (f"{type(tuned_model.active_peft_config).__name__} moves the input's positions by {shift} (peft passes "
+            "virtual tokens before it), so the input's states differ from the base model's before training") \
+        if shift else None
     values = layer_cka(base_model, tuned_model, batches, pool=pool)
     return cka_rows(values, split=split, pool=pool, n_inputs=len(rows), note=note)
 

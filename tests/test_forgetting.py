@@ -174,3 +174,18 @@ def test_prefix_tuned_xlmr_gives_cka_marked_not_comparable_and_keeps_its_logits(
     plain = representation_drift(base, lora, rows, pad_id=1)
     assert all(r["comparable"] is True and "note" not in r for r in plain)
     assert plain[0]["value"] == pytest.approx(1.0)  # LoRA starts as the identity and leaves embeddings alone
+
+
+def test_prompt_tuned_llama_compares_the_input_tokens_states_and_says_they_moved():
+    # peft's prompt tuning prepends 3 virtual tokens to the input: the states compared are the input's own (the
+    # last T positions), and at initialisation layer 0 (embeddings, no positions in a RoPE model) is unchanged.
+    from peftlab.methods.tiny import tiny_model
+
+    base = tiny_model("llama", "causal_lm")
+    tuned = apply_method(copy.deepcopy(base), make_method_config("peft", {"tuner": "PROMPT_TUNING", "size": 3}))
+    rows = [{"input_ids": [5, 6, 7, 8, 2], "labels": [5, 6, 7, 8, 2]}, {"input_ids": [9, 10, 2], "labels": [9, 10, 2]}]
+    batch = collate(rows, 0)
+    assert _hidden_states(tuned, batch)[0].shape[1] == _hidden_states(base, batch)[0].shape[1] + 3
+    cka = representation_drift(base, tuned, rows, pad_id=0)
+    assert cka[0]["value"] == pytest.approx(1.0, abs=1e-6)
+    assert all(r["comparable"] is False and "positions by 3" in r["note"] for r in cka)

@@ -29,7 +29,7 @@ from peftlab.methods import (
 )
 from peftlab.methods.core import PEFT_DIR, added_parameters, task_heads
 from peftlab.methods.peft.config import TUNERS
-from peftlab.methods.tiny import example_batch, family_tasks, tiny_model
+from peftlab.methods.tiny import DECODER_FAMILIES, example_batch, family_tasks, tiny_model
 
 torch.set_num_threads(1)
 
@@ -56,9 +56,13 @@ CELLS = [(row, f, t) for row in ROWS for f, t in family_tasks()]
 
 def _refusal(row: str, family: str, task: str) -> str | None:
     """The cells the path refuses: peft prepends prompt-learning's virtual tokens as inputs_embeds, which
-    encoder-decoder classifiers do not take (test_peft_itself_fails_where_the_path_refuses)."""
-    enc_dec = task == "classification" and tiny_model(family, task).config.is_encoder_decoder
-    return "needs a model that takes inputs_embeds" if enc_dec and TUNERS[ROWS[row][0]].prompt_learning else None
+    encoder-decoder classifiers do not take (test_peft_itself_fails_where_the_path_refuses) and with which
+    decoder-only classifiers cannot find the token they classify (test_peft_itself_misclassifies_...)."""
+    if task != "classification" or not TUNERS[ROWS[row][0]].prompt_learning:
+        return None
+    if tiny_model(family, task).config.is_encoder_decoder:
+        return "needs a model that takes inputs_embeds"
+    return "cannot find the last token" if family in DECODER_FAMILIES else None
 
 
 def _options(row: str, size: int | None = None) -> dict:
@@ -163,6 +167,26 @@ def test_peft_itself_fails_where_the_path_refuses(tuner: str, family: str) -> No
     model = get_peft_model(base, config)
     with pytest.raises(NotImplementedError, match="Passing input embeddings is currently not supported"):
         model(**example_batch(base))
+
+
+@pytest.mark.parametrize("tuner", ["PROMPT_TUNING", "P_TUNING"])
+def test_peft_itself_misclassifies_a_padded_row_of_a_decoder_only_classifier(tuner: str) -> None:
+    """The reference for the decoder-only refusal: with peft's virtual tokens (inputs_embeds) a Llama classifier
+    takes every row's last position, so a right-padded row gets other logits than the same row alone."""
+    from peft import PeftType, TaskType, get_peft_model
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    base = tiny_model("llama", "classification")
+    config = PEFT_TYPE_TO_CONFIG_MAPPING[PeftType[tuner]](task_type=TaskType.SEQ_CLS, num_virtual_tokens=3,
+                                                          **({"encoder_hidden_size": 8} if tuner == "P_TUNING" else {}))
+    model = get_peft_model(base, config).eval()
+    long, short = [5, 6, 7, 8, 9, 2], [5, 6, 2]
+    padded = torch.tensor([long, short + [0] * 3])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        together = model(input_ids=padded, attention_mask=(padded != 0).long()).logits
+        alone = model(input_ids=torch.tensor([short]), attention_mask=torch.ones(1, 3, dtype=torch.long)).logits
+    assert not torch.allclose(together[1], alone[0], atol=1e-4)
 
 
 def test_every_tuner_has_a_row() -> None:

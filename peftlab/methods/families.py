@@ -128,6 +128,9 @@ _gemma2 = replace(
     out_is_norm=True,
 )
 
+# decoder-only LLMs: a classifier of theirs pools each row's last non-pad token, found from its input_ids
+DECODER_ONLY = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
+
 FAMILIES: dict[str, Family] = {
     "bert": _bert,
     "roberta": _bert,  # RoBERTa keeps BERT's module names (checked on a RobertaConfig model, transformers 5)

@@ -13,10 +13,11 @@ import torch
 import transformers as tf
 
 from .core import untie_output_layer
+from .families import DECODER_ONLY
 
 SEQ2SEQ_FAMILIES = ("marian", "mbart", "m2m_100", "t5", "mt5")
 # decoder-only LLMs: task "causal_lm" (or "classification")
-DECODER_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text")
+DECODER_FAMILIES = DECODER_ONLY
 CLASSIFIER_FAMILIES = ("bert", "roberta", "xlm-roberta", "deberta-v2", "mbart", "t5", "mt5", *DECODER_FAMILIES)
 TASKS = ("seq2seq", "causal_lm", "classification")
 NUM_LABELS = 3

@@ -8,7 +8,7 @@ from peft import PeftConfig, PeftType, TaskType, get_peft_model
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 from torch import nn
 
-from ..families import family_of, head_names
+from ..families import DECODER_ONLY, family_of, head_names
 from ..registry import MethodError
 from .config import PeftTunerConfig
 
@@ -30,6 +30,11 @@ def peft_config(cfg: PeftTunerConfig, model: nn.Module) -> PeftConfig:
         # peft 0.21 prepends virtual tokens as inputs_embeds, which (m)T5 and mBART classifiers refuse at the first
         # forward ("Passing input embeddings is currently not supported"): refuse before training instead
         raise MethodError(f"peft: {cfg.tuner} needs a model that takes inputs_embeds; {name} does not")
+    if cfg.spec.prompt_learning and heads and model.config.model_type in DECODER_ONLY:
+        # a decoder-only classifier pools each row's last non-pad token, found from input_ids; given inputs_embeds
+        # (peft's virtual tokens) it takes the last position, a pad for every shorter row of a right-padded batch
+        raise MethodError(f"peft: {cfg.tuner} cannot find the last token {name} classifies: it classifies each "
+                          f"row at its last non-pad token, which it cannot find from the inputs_embeds peft passes")
     kwargs = cfg.peft_kwargs()
     if not cfg.spec.prompt_learning:
         kwargs.setdefault("target_modules", list(family_of(model).lora_targets))
@@ -54,3 +59,4 @@ def inject(model: nn.Module, cfg: PeftTunerConfig) -> nn.Module:
             return get_peft_model(model, config)
     except (ValueError, NotImplementedError) as err:  # e.g. "Target modules ... not found", a block size
         raise MethodError(f"peft: {cfg.tuner} on {type(model).__name__}: {err}") from err
+
