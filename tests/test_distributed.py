@@ -38,10 +38,10 @@ def train_tiny(out: str, cfg: dict, device: str, stop_after_steps: int | None = 
         (Path(out) / "result.json").write_text(json.dumps(result))
 
 
-def in_two_processes(out: Path, **kwargs) -> dict:
+def in_two_processes(out: Path, sharding: str = "ddp", **kwargs) -> dict:
     out.mkdir(exist_ok=True)
-    launch("tests.test_distributed:train_tiny", {"out": str(out), "cfg": {**CFG, "devices": 2}, **kwargs}, 2,
-           device_type="cpu", threads=2)
+    launch("tests.test_distributed:train_tiny", {"out": str(out), "cfg": {**CFG, "devices": 2, "sharding": sharding},
+                                                 **kwargs}, 2, device_type="cpu", threads=2)
     return json.loads((out / "result.json").read_text())
 
 
@@ -57,12 +57,15 @@ def assert_same_training(expected: dict, got: dict, expected_dir: Path, got_dir:
         torch.testing.assert_close(two[name], one[name], **tol, msg=name)
 
 
-def test_two_gloo_processes_train_what_one_process_does_with_the_same_effective_batch(tmp_path):
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_gloo_processes_train_what_one_process_does_with_the_same_effective_batch(tmp_path, sharding):
+    """Also sharded (FSDP2): the same tolerance holds, as the two differ from DDP only in how the halves' gradients
+    are added (reduce-scatter instead of all-reduce) and in the clipping norm's sum over shards."""
     (tmp_path / "one").mkdir()
     train_tiny(str(tmp_path / "one"), CFG, "cpu")
     expected = json.loads((tmp_path / "one/result.json").read_text())
     started = time.perf_counter()
-    got = in_two_processes(tmp_path / "two")
+    got = in_two_processes(tmp_path / "two", sharding)
     one, two = (load_file(str(tmp_path / d / "weights.safetensors")) for d in ("one", "two"))
     dw = max(float((one[k] - two[k]).abs().max()) for k in one)
     dloss = max(abs(a[k] - b[k]) for a, b in zip(expected["curve"], got["curve"], strict=True)
@@ -80,14 +83,18 @@ def test_two_gloo_processes_train_what_one_process_does_with_the_same_effective_
     assert not (tmp_path / "two/ckpt").exists()  # rank 0 removed the finished run's checkpoint
 
 
-def test_a_preempted_data_parallel_run_resumes_to_the_uninterrupted_result(tmp_path):
-    straight = in_two_processes(tmp_path / "straight")
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_a_preempted_data_parallel_run_resumes_to_the_uninterrupted_result(tmp_path, sharding):
+    straight = in_two_processes(tmp_path / "straight", sharding)
     with pytest.raises(Preempted, match="stopped at step 3"):
-        in_two_processes(tmp_path / "resumed", stop_after_steps=3)
+        in_two_processes(tmp_path / "resumed", sharding, stop_after_steps=3)
     checkpoint = load_file(str(next((tmp_path / "resumed/ckpt").glob("latest-*.safetensors"))))
     assert {"rng.torch", "rng.torch.1"} <= set(checkpoint)  # both processes' RNG states, for their dropout
     assert not torch.equal(checkpoint["rng.torch"], checkpoint["rng.torch.1"])
-    resumed = in_two_processes(tmp_path / "resumed")
+    if sharding == "fsdp":  # the checkpoint holds whole tensors, as an unsharded run's
+        assert checkpoint["model.model.shared.weight"].shape == still_model().model.shared.weight.shape
+        assert checkpoint["opt.exp_avg.model.shared.weight"].shape == checkpoint["model.model.shared.weight"].shape
+    resumed = in_two_processes(tmp_path / "resumed", sharding)
     assert_same_training(straight, resumed, tmp_path / "straight", tmp_path / "resumed", exact=True)
 
 
