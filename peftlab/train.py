@@ -48,7 +48,7 @@ from peftlab.atomic import write_json
 from peftlab.data import collate
 from peftlab.distributed import all_sum, any_rank, barrier, from_rank0, rank_and_world, rng_states
 from peftlab.methods.core import mask_buffers
-from peftlab.train_config import TrainConfig
+from peftlab.train_config import TrainConfig, TrainConfigError
 
 log = logging.getLogger(__name__)
 
@@ -461,6 +461,13 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
         raise ValueError(f"training option 'devices' is {cfg.devices} but train() runs in {world} process(es); "
                          f"runs.train_run starts the processes (peftlab/distributed.py)")
     sharded = cfg.sharding == "fsdp"  # method full only (grid.check_training)
+    config = model.config.to_dict() if hasattr(model, "config") else {}
+    layerdrop = {k: v for k, v in config.items() if k.endswith("layerdrop") and v}
+    if sharded and layerdrop:
+        # each process draws its own LayerDrop decisions; FSDP needs every process to run the same layers (each
+        # gathers a layer's weights with the others), or the collectives mismatch
+        raise TrainConfigError(f"training option 'sharding': fsdp needs every process to run every layer, but the "
+                               f"model skips layers at random in training ({layerdrop}): use sharding ddp", "sharding")
     local = cfg.batch_size // world  # each process's slice of a micro-batch (validate: batch_size % devices == 0)
     cuda = device.startswith("cuda")
     torch.manual_seed(cfg.seed + rank)  # each process its own dropout masks; a single process is unchanged
