@@ -325,7 +325,7 @@ def check_training(config: dict) -> None:
             if not runs_on(config, base_name(method), task):
                 continue
             try:
-                train_config(config, method, task)
+                merged = train_config(config, method, task)
             except TrainConfigError as err:  # name the layer that set the value (the last one wins)
                 layers = [(f"methods.{base_name(method)}.sweep.lr", {"lr": 0} if VARIANT in method else {}),
                           (f"methods.{base_name(method)}.train", config["methods"][base_name(method)].get("train", {})),
@@ -335,6 +335,12 @@ def check_training(config: dict) -> None:
                               for name, values in layers if err.key in values), f"the default {err.key}")
                 raise ConfigError(f"{where} (in the training options of method {method} on task {task}): "
                                   f"{err}") from None
+            family = config["methods"][base_name(method)]["method"]
+            if merged.get("sharding") == "fsdp" and family != "full":
+                # FSDP here shards whole models for full fine-tuning; a method's frozen base, masks and peft
+                # wrappers are not wired through its sharded state dicts
+                raise ConfigError(f"training option 'sharding': fsdp is for method full; method {method} "
+                                  f"({family}) on task {task} uses it: use sharding ddp")
 
 
 def model_type(config: dict, model_name: str, hub_cache: str | Path | None = None) -> str | None:

@@ -17,6 +17,11 @@ the label tokens of the whole step across processes, times the number of process
 average is again the gradient of the mean over all tokens: N processes with slices of b train what one
 process with micro-batches of N x b trains. Dev loss is summed over the processes' slices of the dev set and
 early stopping follows rank 0's number; rank 0 alone writes checkpoints and the curve.
+
+Sharded (`sharding: fsdp`, full fine-tuning): torch's FSDP2 (fully_shard) splits each layer's weights, gradients
+and AdamW state over the processes instead of DDP's copies; its reduce-scatter averages gradients as DDP's
+all-reduce does, so the same loss weights hold. Checkpoints and best weights gather every tensor whole, one at a
+time, onto rank 0's CPU: the files are those of an unsharded run, and resuming splits them again.
 """
 
 from __future__ import annotations
@@ -35,12 +40,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from peftlab.atomic import write_json
 from peftlab.data import collate
 from peftlab.distributed import all_sum, any_rank, barrier, from_rank0, rank_and_world, rng_states
 from peftlab.methods.core import mask_buffers
-from peftlab.train_config import TrainConfig
+from peftlab.train_config import TrainConfig, TrainConfigError
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +163,17 @@ def evaluate_loss(model: torch.nn.Module, rows: list[dict], pad_id: int, batch_s
     parallelism each process evaluates its contiguous share of the rows and the sums are added up."""
     rank, world = rank_and_world()
     share = math.ceil(len(rows) / world)
-    rows = rows[rank * share:(rank + 1) * share]
+    mine = rows[rank * share:(rank + 1) * share]
+    # an FSDP forward gathers each layer's weights with all processes: each runs as many forwards as the others
+    # (a process whose share ran out runs a stand-in batch that counts for nothing)
+    stop = share if isinstance(model, FSDPModule) else len(mine)
     model.eval()
     total, count = 0.0, 0
-    for start in range(0, len(rows), batch_size):
-        batch = {k: v.to(device) for k, v in collate(rows[start:start + batch_size], pad_id).items()}
+    for start in range(0, stop, batch_size):
+        chunk = mine[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in collate(chunk or rows[:1], pad_id).items()}
         logits, labels = logits_and_labels(model, batch)
-        n = int((labels != -100).sum())
+        n = int((labels != -100).sum()) if chunk else 0
         total += float(token_loss(logits, labels)) * n
         count += n
     model.train()
@@ -254,7 +266,55 @@ def set_checkpointing(model: torch.nn.Module, on: bool) -> None:
 
 
 def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    # FSDP2 leaves the root's weights gathered after a forward, as plain tensors that the next reshard drops:
+    # its sharded parameters are the ones to read, load and optimize
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def shard(model: torch.nn.Module, device: str) -> None:
+    """FSDP2 in place, as Hugging Face's layer-wise wrapping: each block of the model's layer stacks (the elements
+    of its nn.ModuleLists) is one unit, the rest (embeddings, tied output projection, norms) the root's; fully_shard
+    moves each process's shards onto `device`."""
+    mesh = init_device_mesh(device.split(":")[0], (rank_and_world()[1],))
+    for stack in [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]:
+        for block in stack:
+            fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def _gathered(tensors: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    """The tensors whole on rank 0's CPU ({} on the other ranks). FSDP's shards are gathered one tensor at a time,
+    so no device holds the whole model; collective: every process calls it with the same names in the same order."""
+    out = {}
+    for name, tensor in tensors.items():
+        tensor = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+        if rank == 0:
+            out[name] = tensor.detach().cpu()
+    return out
+
+
+def _like(param: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """A saved whole tensor split as its FSDP-sharded parameter is (weights, AdamW moments); else as it is."""
+    if isinstance(param, DTensor) and value.shape == param.shape:
+        return distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
+    return value
+
+
+def unshard_to_cpu(model: torch.nn.Module) -> None:
+    """Replace the model's FSDP-sharded parameters by whole ones on the CPU (collective), tied weights still tied,
+    so that it is saved as an unsharded model is; it stays FSDP-hooked, for saving rather than for forwards."""
+    _trainable(model)  # resharded: the FSDP state dict hooks find nothing left to reshard
+    whole: dict[int, torch.nn.Parameter] = {}
+    for module in model.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            if id(p) not in whole:
+                whole[id(p)] = torch.nn.Parameter(_gathered({name: p}, 0)[name], requires_grad=p.requires_grad)
+            module._parameters[name] = whole[id(p)]
+        for name, b in list(module.named_buffers(recurse=False)):
+            module._buffers[name] = b.cpu()
 
 
 def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -270,19 +330,22 @@ class Checkpointer:
     learning rate changed) is ignored rather than resumed.
     """
 
-    def __init__(self, folder: Path, run_key: str):
-        self.folder, self.run_key = folder, run_key
+    def __init__(self, folder: Path, run_key: str, rank: int = 0):
+        """Every process calls save and save_best (FSDP gathers shards from all); rank 0 writes."""
+        self.folder, self.run_key, self.rank = folder, run_key, rank
         folder.mkdir(parents=True, exist_ok=True)
 
     def save_best(self, model: torch.nn.Module) -> None:
-        _atomic_save_tensors(dict(_trainable(model)), self.folder / "best.safetensors")
+        weights = _gathered(dict(_trainable(model)), self.rank)
+        if self.rank == 0:
+            _atomic_save_tensors(weights, self.folder / "best.safetensors")
 
     def load_best(self, model: torch.nn.Module) -> None:
         best = load_file(str(self.folder / "best.safetensors"))
         params = _trainable(model)
         with torch.no_grad():
             for name, value in best.items():
-                params[name].copy_(value)
+                params[name].copy_(_like(params[name], value))
 
     def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
              scaler: torch.amp.GradScaler | None = None, rng: list[torch.Tensor] | None = None) -> None:
@@ -293,6 +356,9 @@ class Checkpointer:
         for name, p in params.items():
             for key, value in optimizer.state.get(p, {}).items():
                 tensors[f"opt.{key}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        tensors = _gathered(tensors, self.rank)
+        if self.rank > 0:
+            return
         rng = rng or [torch.get_rng_state()]
         tensors["rng.torch"] = rng[0]
         tensors |= {f"rng.torch.{rank}": value for rank, value in enumerate(rng[1:], start=1)}
@@ -322,7 +388,7 @@ class Checkpointer:
         params = _trainable(model)
         with torch.no_grad():
             for name, p in params.items():
-                p.copy_(tensors[f"model.{name}"])
+                p.copy_(_like(p, tensors[f"model.{name}"]))
             # The trained weights belong to the masks they were trained under. Applying the method again
             # rebuilds the same masks (it is seeded and scores the run's first batches); should a scoring
             # differ in the last bit (GPU kernels), the checkpoint's masks still win.
@@ -334,7 +400,7 @@ class Checkpointer:
                     log.warning("mask %s rebuilt on resume differs from the checkpoint's; using the checkpoint's", name)
                     mask.copy_(saved)
         for name, p in params.items():
-            opt_state = {key: tensors[f"opt.{key}.{name}"] for key in ("step", "exp_avg", "exp_avg_sq")
+            opt_state = {key: _like(p, tensors[f"opt.{key}.{name}"]) for key in ("step", "exp_avg", "exp_avg_sq")
                          if f"opt.{key}.{name}" in tensors}
             if opt_state:
                 optimizer.state[p] = opt_state
@@ -377,7 +443,8 @@ def progress(step: int, max_steps: int, elapsed_s: float, call_s: float, call_st
 def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], cfg: TrainConfig, *,
           pad_id: int, checkpoint_dir: Path, run_key: str, log_path: Path | None = None,
           device: str = "cpu", stop_after_steps: int | None = None) -> dict:
-    """Train the model's trainable parameters in place; on return the model holds the best dev weights.
+    """Train the model's trainable parameters in place; on return the model holds the best dev weights (under
+    `sharding: fsdp` whole, on the CPU, for saving: unshard_to_cpu).
 
     Returns the training record (`train` section) and the curve. `checkpoint_dir` holds what resuming
     needs while the run is unfinished; it is removed when training completes. `stop_after_steps`
@@ -393,16 +460,26 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
     if world != cfg.devices:
         raise ValueError(f"training option 'devices' is {cfg.devices} but train() runs in {world} process(es); "
                          f"runs.train_run starts the processes (peftlab/distributed.py)")
+    sharded = cfg.sharding == "fsdp"  # method full only (grid.check_training)
+    config = model.config.to_dict() if hasattr(model, "config") else {}
+    layerdrop = {k: v for k, v in config.items() if k.endswith("layerdrop") and v}
+    if sharded and layerdrop:
+        # each process draws its own LayerDrop decisions; FSDP needs every process to run the same layers (each
+        # gathers a layer's weights with the others), or the collectives mismatch
+        raise TrainConfigError(f"training option 'sharding': fsdp needs every process to run every layer, but the "
+                               f"model skips layers at random in training ({layerdrop}): use sharding ddp", "sharding")
     local = cfg.batch_size // world  # each process's slice of a micro-batch (validate: batch_size % devices == 0)
     cuda = device.startswith("cuda")
     torch.manual_seed(cfg.seed + rank)  # each process its own dropout masks; a single process is unchanged
-    if not getattr(model, "is_quantized", False):  # a 4-bit base is placed by from_pretrained (device_map)
+    if not getattr(model, "is_quantized", False) and not sharded:  # a 4-bit base is placed by from_pretrained
         model.to(device)
     model.train()
     if cfg.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise ValueError(f"training option 'gradient_checkpointing': {type(model).__name__} does not support it")
         set_checkpointing(model, True)
+    if sharded:  # before the optimizer is built: fully_shard replaces the parameters by sharded ones
+        shard(model, device)
     params = list(_trainable(model).values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay,
                                   fused=fused_adamw(device))
@@ -411,7 +488,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
     tf32_before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    ckpt = Checkpointer(checkpoint_dir, run_key)
+    ckpt = Checkpointer(checkpoint_dir, run_key, rank)
     state = ckpt.restore(model, optimizer, scaler, rank) or {
         "step": 0, "best_dev": None, "best_step": 0, "bad_evals": 0, "curve": [], "elapsed_s": 0.0,
         "tokens": 0, "time_to_best_s": 0.0, "window_loss": 0.0, "window_n": 0, "micro_batches": 0,
@@ -425,13 +502,11 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
                          f"at optimizer step {state['step']}); it cannot be resumed exactly")
     src_flops, tgt_flops = flops_per_token_pair(model)
     # find_unused_parameters: a method may hold trainable weights that a forward pass leaves out; DDP would hang
-    net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+    net = model if world == 1 or sharded else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[torch.device(device)] if cuda else None, find_unused_parameters=True)
 
     def save_checkpoint(elapsed_s: float) -> None:  # every process calls it (its RNG state is gathered)
-        rng = rng_states()
-        if rank == 0:
-            ckpt.save(model, optimizer, {**state, "elapsed_s": elapsed_s}, scaler, rng)
+        ckpt.save(model, optimizer, {**state, "elapsed_s": elapsed_s}, scaler, rng_states())
 
     # AdaLoRA (peft) re-allocates its ranks from each step's gradients: after the optimizer step, before zero_grad
     allocate = getattr(getattr(model, "base_model", None), "update_and_allocate", None)
@@ -465,8 +540,7 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
                 state.update(window_loss=0.0, window_n=0)
                 if state["best_dev"] is None or dev_loss < state["best_dev"]:
                     state.update(best_dev=dev_loss, best_step=step, bad_evals=0, time_to_best_s=elapsed)
-                    if rank == 0:
-                        ckpt.save_best(model)
+                    ckpt.save_best(model)
                 else:
                     state["bad_evals"] += 1
                 log.info("%s  train %.4f  dev %.4f  best %.4f@%d", progress(
@@ -506,7 +580,9 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
                 batch = {key: v.to(device) for key, v in batch.items()}
                 # gradients are all-reduced once per optimizer step, on its last micro-batch
                 last = k == len(micro) - 1
-                with nullcontext() if world == 1 or last else net.no_sync():
+                if sharded:  # FSDP's no_sync: gradients stay whole and local until the last micro-batch
+                    model.set_requires_gradient_sync(last)
+                with nullcontext() if world == 1 or last or sharded else net.no_sync():
                     with torch.autocast(device.split(":")[0], dtype=autocast_dtype,
                                         enabled=autocast_dtype is not None):
                         logits, labels = logits_and_labels(model, batch, forward=net)
@@ -549,11 +625,12 @@ def train(model: torch.nn.Module, train_rows: list[dict], dev_rows: list[dict], 
     if state["best_dev"] is None:  # max_steps below eval_interval: the final weights are the best we have
         state.update(best_dev=from_rank0(evaluate_loss(model, dev_rows, pad_id, cfg.batch_size, device), device),
                      best_step=state["step"])
-        if rank == 0:
-            ckpt.save_best(model)
+        ckpt.save_best(model)
     barrier()  # rank 0's best weights are on disk
     ckpt.load_best(model)
     barrier()  # and every process has read them
+    if sharded:
+        unshard_to_cpu(model)
     if rank == 0:
         ckpt.discard()
     return {

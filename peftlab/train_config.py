@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+SHARDINGS = ("ddp", "fsdp")
 
 
 class TrainConfigError(ValueError):
@@ -45,6 +46,10 @@ class TrainConfig:
         "help": "data-parallel processes per train job: GPUs (DDP over nccl) or, without CUDA, CPU processes "
                 "(gloo); each takes batch_size / devices of every micro-batch, so the effective batch, the data "
                 "order and the result do not depend on it (to float rounding)"})
+    sharding: str = field(default="ddp", metadata={
+        "help": "with devices > 1: ddp (every process holds the whole model, gradients are averaged) or fsdp (torch's "
+                "FSDP2 fully_shard: weights, gradients and optimizer state are split over the processes, for full "
+                "fine-tuning of a model that does not fit one device; method full only)"})
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -97,6 +102,11 @@ class TrainConfig:
         need(self.devices >= 1, "devices", ">= 1 (processes per train job)")
         need(self.batch_size % self.devices == 0, "batch_size",
              f"a multiple of devices ({self.devices}): each process takes an equal slice of every micro-batch")
+        need(self.sharding in SHARDINGS, "sharding", f"one of {', '.join(SHARDINGS)}")
+        if self.sharding == "fsdp":
+            need(self.devices > 1, "devices", "> 1 with sharding fsdp (one process has nothing to shard over)")
+            # torch.amp.GradScaler does not unscale sharded gradients (FSDP1 has its own ShardedGradScaler)
+            need(self.precision != "fp16", "precision", "fp32 or bf16 with sharding fsdp")
 
 
 def pretraining_config(values: dict) -> TrainConfig:

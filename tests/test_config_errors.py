@@ -181,6 +181,12 @@ case("build-train-devices", "check_config", "base_models.tiny-marian.build.train
      "be 1 for pretraining")(set_in("base_models.tiny-marian.build.train.devices", 2))
 case("devices-not-dividing-batch", "check_config", "'batch_size' must be a multiple of devices (3)")(
     set_in("train.devices", 3))
+case("sharding-unknown", "check_config", "'sharding' must be one of ddp, fsdp")(set_in("train.sharding", "zero"))
+case("fsdp-one-device", "check_config", "'devices' must be > 1 with sharding fsdp")(set_in("train.sharding", "fsdp"))
+case("fsdp-fp16", "check_config", "'precision' must be fp32 or bf16 with sharding fsdp")(
+    set_in("methods.full.train", {"sharding": "fsdp", "devices": 2, "precision": "fp16"}))
+case("fsdp-not-full", "check_config", "fsdp is for method full; method base (base)")(
+    set_in("train", {"sharding": "fsdp", "devices": 2}))
 case("swept-lr-nan", "check_config", "methods.full.sweep.lr")(set_in("methods.full.sweep", {"lr": [math.nan]}))
 
 
