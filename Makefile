@@ -35,7 +35,7 @@ demo: setup
 	@echo "more: $(BIN)/peftlab tables (all study views), $(BIN)/peftlab query 'SELECT ...', make report"
 
 test: setup
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q --durations=25
 
 # day-to-day tier: unit tests only, no snakemake runs and no SLURM (CI runs `make test`, which has them all)
 test-fast: setup
