@@ -10,7 +10,8 @@ codes without importing transformers, and the shard, training and evaluation job
 
 Decoder-only models (Llama, Qwen, Gemma, Mistral; a built `architecture: llama`) translate a prompt instead: the
 base model's `prompt_template` (default DEFAULT_PROMPT) with the source sentence and the direction filled in; the
-model continues it with the translation and its end-of-sequence token (peftlab.data.shards.causal_row).
+model continues it with the translation and its end-of-sequence token (peftlab.data.shards: encode_prompts,
+_tokenize_causal).
 
 A study names languages by ISO 639-1 code (tasks.<t>.source_lang / target_lang, also the corpus fields and
 sacrebleu's target language); the tables map them to the family's code. A base model's `language_codes` entry
