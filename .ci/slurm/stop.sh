@@ -2,8 +2,8 @@
 # Stop the cluster that .ci/slurm/start.sh started, and nothing else: each daemon is signalled
 # only through its PID file under $PEFTLAB_SLURM_DIR, and only if /proc/<pid>/comm still names
 # that daemon (a stale PID file never hits an unrelated process). No pkill/killall.
-#   --purge   also delete $PEFTLAB_SLURM_DIR (configs, job and accounting state, logs) and the
-#             /etc/slurm/slurm.conf link to it.
+#   --purge   also delete $PEFTLAB_SLURM_DIR (configs, job and accounting state, logs).
+# Either way the /etc/slurm/slurm.conf link start.sh made is removed (start.sh makes it again).
 # Packages stay installed, so the next start.sh takes seconds.
 set -euo pipefail
 DIR=${PEFTLAB_SLURM_DIR:-/tmp/peftlab-slurm}
@@ -58,11 +58,12 @@ stop "slurmd:$DIR/slurmd/slurmd.pid" "slurmctld:$DIR/slurm/slurmctld.pid"
 stop "slurmdbd:$DIR/slurm/slurmdbd.pid"
 stop "mariadbd:$DIR/mysql/mariadbd.pid" "munged:$DIR/munge/munged.pid"
 
+# The client config link start.sh made, and only if it is ours: left pointing at a stopped controller, every
+# snakemake start waited ~9 s in the SLURM plugin's `scontrol show config` (without a config it fails at once).
+if [[ -L /etc/slurm/slurm.conf && $(readlink /etc/slurm/slurm.conf) == "$SLURM_CONF" ]]; then
+  rm -f /etc/slurm/slurm.conf
+fi
 if ((PURGE)); then
   rm -rf -- "$DIR"
-  # the client config link start.sh made, and only if it is ours
-  if [[ -L /etc/slurm/slurm.conf && $(readlink /etc/slurm/slurm.conf) == "$SLURM_CONF" ]]; then
-    rm -f /etc/slurm/slurm.conf
-  fi
   echo "slurm-stop: removed $DIR"
 fi
