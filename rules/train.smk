@@ -29,6 +29,9 @@ rule train:
     resources:
         gpu=train_gpus,
     threads: THREADS
+    # Training before the evaluations and benchmarks that are ready beside it: the long jobs first, so
+    # the short ones fill the cores at the end (the demo's last training started with a minute to go).
+    priority: 1
     conda:
         "../environment.yml"
     script:
@@ -57,6 +60,7 @@ rule train_multitask:
     resources:
         gpu=train_gpus,
     threads: THREADS
+    priority: 1  # as train
     conda:
         "../environment.yml"
     script:

@@ -4,7 +4,7 @@ transformers and peft, instead of importing them again.
 Why: on a 2-core laptop every job paid ~10 s of imports before its first line of work (torch 3.5 s,
 transformers and peft 6 s more), a third of the demo's CPU time across its ~80 jobs. Snakemake has no
 persistent workers, so the first local job that finds no server starts one (`python _warm_start.py serve
-<socket>`, detached); later jobs hand themselves to it from `_setup.start`:
+<socket>`, detached) and, like every job after it, hands itself to it from `_setup.start`:
 
     job process (started by Snakemake)            server (imports done once)
       connect, send argv/cwd/env/sys.path  ---->  fork: the child takes the job's stdin/stdout/stderr,
@@ -37,16 +37,19 @@ import os
 import runpy
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import threading
+import time
 
 SWITCH = "PEFTLAB_WARM_START"  # "0": every job starts cold
 CHILD = "PEFTLAB_WARM_CHILD"  # set in a forked job (and inherited by what it starts): no second hand-off
 IDLE_SECONDS = 120
 REPLY_SECONDS = 20  # a server that does not fork within this is treated as gone: the job runs cold
+STARTUP_SECONDS = 120  # the longest a job waits for a starting server (its imports) before it runs cold
 # What every job imports that costs (measured with -X importtime); never peftlab itself.
 PRELOAD = ("numpy", "torch", "transformers", "transformers.modeling_utils", "transformers.generation", "peft",
            "safetensors.torch", "tokenizers", "sentencepiece", "sacrebleu", "snakemake.logging",
@@ -60,13 +63,19 @@ def enabled(gpus: int) -> bool:
             and not glob.glob("/dev/nvidia[0-9]*") and not os.path.exists("/dev/kfd"))
 
 
-def socket_path() -> str:
-    """The server for this interpreter, environment and set of installed packages."""
+def socket_path() -> str | None:
+    """The server for this interpreter, environment and set of installed packages, in a folder of this user's
+    that nobody else can write (None where that folder is not safely ours: the job then runs cold)."""
+    folder = os.path.join(tempfile.gettempdir(), f"peftlab-warm-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, 0o700)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
     packages = sysconfig.get_paths()["purelib"]
     key = json.dumps([sys.executable, sys.version, PRELOAD, sorted(os.environ.items()),
                       os.stat(packages).st_mtime_ns if os.path.isdir(packages) else 0])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"peftlab-warm-{os.getuid()}-{digest}.sock")
+    return os.path.join(folder, hashlib.sha256(key.encode()).hexdigest()[:16] + ".sock")
 
 
 def hand_off(gpus: int) -> None:
@@ -75,13 +84,8 @@ def hand_off(gpus: int) -> None:
     if not enabled(gpus):
         return
     path = socket_path()
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        conn.connect(path)
-    except OSError:
-        conn.close()
-        subprocess.Popen([sys.executable, __file__, "serve", path], start_new_session=True, close_fds=True,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conn = connect(path) if path else None
+    if conn is None:
         return
     request = {"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path}
     try:
@@ -113,6 +117,40 @@ def hand_off(gpus: int) -> None:
         signal.signal(forwarded[-1], signal.SIG_DFL)
         os.kill(os.getpid(), forwarded[-1])
     os._exit(1)
+
+
+def connect(path: str) -> socket.socket | None:
+    """A connection to the server, started here if none is starting. A job waits for a starting server rather
+    than import everything itself: on 2 cores, the first jobs importing beside the server took twice as long
+    as waiting for it. None (run cold) when the server gives up (its lock is free again) or takes too long."""
+    deadline, spawned_at = time.monotonic() + STARTUP_SECONDS, None
+    while True:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            conn.connect(path)
+            return conn
+        except OSError:
+            conn.close()
+        if not server_starting(path):
+            if spawned_at is not None and time.monotonic() - spawned_at > 5:
+                return None  # the server we started did not stay (it found CUDA in use, or died)
+            if spawned_at is None:
+                subprocess.Popen([sys.executable, __file__, "serve", path], start_new_session=True, close_fds=True,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                spawned_at = time.monotonic()
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
+
+
+def server_starting(path: str) -> bool:
+    """Whether a server holds the lock (it takes it before importing, binds the socket after)."""
+    with open(path + ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        return False  # closing the file releases the shared lock at once
 
 
 def serve(path: str) -> None:
@@ -148,8 +186,11 @@ def serve(path: str) -> None:
                 run_child(conn)
             conn.close()
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # new jobs start cold (and a new server) rather than queue behind a closing one
+        # New jobs start cold (and a new server) rather than queue behind a closing one. Removing the lock file
+        # too can at worst let two servers start, the later one bound to the path: the other idles out unused.
+        for leftover in (path, path + ".lock"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
         server.close()
 
 
