@@ -6,6 +6,9 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,6 +77,29 @@ def test_peft_loads_the_run_with_the_same_outputs_as_peftlab(tmp_path, which, me
     assert torch.allclose(ours, logits(model, which), atol=1e-5)
     assert torch.allclose(theirs, ours, atol=1e-5)
     assert not torch.allclose(logits(fresh(which), which), ours, atol=1e-3)  # the method changed the outputs
+
+
+SAVE_LORA = """
+import sys
+from peftlab.methods import apply_method, make_method_config, save_method
+from peftlab.methods.tiny import tiny_model
+cfg = make_method_config("peft", {"tuner": "LORA", "size": 2, "config": {"target_modules": %r}})
+print(save_method(apply_method(tiny_model("marian", seed=1), cfg), cfg, sys.argv[1])["peft/adapter_config.json"])
+""" % ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+
+
+def test_the_peft_config_is_the_same_bytes_in_every_process(tmp_path):
+    """peft writes target_modules (a set) in hash order, which PYTHONHASHSEED changes: the same run's recorded
+    sha256 differed between two demo runs until save_peft_format sorted it (6 names: 720 orders)."""
+    digests, repo = set(), str(Path(peftlab.__file__).parents[1])
+    for seed in ("1", "2"):
+        out = tmp_path / seed
+        done = subprocess.run([sys.executable, "-c", SAVE_LORA, str(out)], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": repo})
+        digests.add(done.stdout.strip())
+        fields = json.loads((out / PEFT_DIR / PEFT_FILES[0]).read_text())
+        assert fields["target_modules"] == sorted(["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"])
+    assert len(digests) == 1
 
 
 def test_methods_peft_cannot_express_are_saved_in_peftlab_format_only(tmp_path):

@@ -102,8 +102,17 @@ def stop(signum, frame):
     sys.exit(7)
 signal.signal(signal.SIGTERM, stop)
 print("warm" if os.environ.get("PEFTLAB_WARM_CHILD") else "cold", flush=True)
-time.sleep(120)
+time.sleep(float(os.environ.get("PROBE_SLEEP", "120")))
 """
+
+
+def own_server(tmp_path: Path, **extra: str) -> tuple[dict, str]:
+    """An environment whose server is this test's own (the key covers the environment), and that server's path."""
+    env = {**os.environ, "PEFTLAB_TEST_SERVER": str(tmp_path), "PYTHONPATH": str(SCRIPTS), **extra}
+    env.pop(_warm_start.SWITCH, None)
+    path = subprocess.run([sys.executable, "-c", "import _warm_start; print(_warm_start.socket_path())"], env=env,
+                          capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+    return env, path
 
 
 @pytest.fixture
@@ -112,18 +121,14 @@ def job_with_server(tmp_path):
     marker = tmp_path / "signalled"
     script = tmp_path / "job.py"
     script.write_text(JOB.format(scripts=str(SCRIPTS), marker=str(marker)))
-    # a server of this test's own (the key covers the environment)
-    env = {**os.environ, "PEFTLAB_TEST_SERVER": str(tmp_path), "PYTHONPATH": str(SCRIPTS)}
-    env.pop(_warm_start.SWITCH, None)
-    path = subprocess.run([sys.executable, "-c", "import _warm_start; print(_warm_start.socket_path())"], env=env,
-                          capture_output=True, text=True, check=True, cwd=tmp_path).stdout.strip()
+    env, path = own_server(tmp_path)
     server = subprocess.Popen([sys.executable, str(SCRIPTS / "_warm_start.py"), "serve", path], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     wait_for(path)
     yield script, marker, env
     server.terminate()
     server.wait(timeout=30)
-    Path(path).unlink(missing_ok=True)
+    assert not Path(path).exists() and not Path(path + ".lock").exists()  # a stopped server removes its files
 
 
 @pytest.mark.parametrize("kill", [signal.SIGTERM, signal.SIGKILL])
@@ -142,6 +147,16 @@ def test_stopping_the_job_process_stops_its_warm_fork(job_with_server, kill):
         time.sleep(0.1)
     fork_pid, signum = map(int, marker.read_text().split())
     assert fork_pid != job.pid and signum == signal.SIGTERM
+
+
+def test_after_a_server_failed_to_start_jobs_run_cold_without_waiting(tmp_path):
+    env, path = own_server(tmp_path, PROBE_SLEEP="0")
+    Path(path + ".failed").write_text("RuntimeError: CUDA was initialised while importing\n")
+    script = tmp_path / "job.py"
+    script.write_text(JOB.format(scripts=str(SCRIPTS), marker=str(tmp_path / "signalled")))
+    job = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert job.stdout.strip() == "cold"  # without the note it starts a server, waits for it and runs warm
+    assert not Path(path).exists()
 
 
 def test_off_switch_and_gpu_jobs_run_cold(monkeypatch):

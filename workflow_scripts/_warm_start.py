@@ -50,6 +50,7 @@ CHILD = "PEFTLAB_WARM_CHILD"  # set in a forked job (and inherited by what it st
 IDLE_SECONDS = 120
 REPLY_SECONDS = 20  # a server that does not fork within this is treated as gone: the job runs cold
 STARTUP_SECONDS = 120  # the longest a job waits for a starting server (its imports) before it runs cold
+FAILED_SECONDS = 600  # after a server failed to start (its .failed file says why), jobs run cold this long
 # What every job imports that costs (measured with -X importtime); never peftlab itself.
 PRELOAD = ("numpy", "torch", "transformers", "transformers.modeling_utils", "transformers.generation", "peft",
            "safetensors.torch", "tokenizers", "sentencepiece", "sacrebleu", "snakemake.logging",
@@ -67,15 +68,19 @@ def socket_path() -> str | None:
     """The server for this interpreter, environment and set of installed packages, in a folder of this user's
     that nobody else can write (None where that folder is not safely ours: the job then runs cold)."""
     folder = os.path.join(tempfile.gettempdir(), f"peftlab-warm-{os.getuid()}")
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(folder, 0o700)
-    info = os.lstat(folder)
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o700)
+        info = os.lstat(folder)
+        packages = sysconfig.get_paths()["purelib"]
+        installed = os.stat(packages).st_mtime_ns if os.path.isdir(packages) else 0
+    except OSError:
+        return None
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
         return None
-    packages = sysconfig.get_paths()["purelib"]
-    key = json.dumps([sys.executable, sys.version, PRELOAD, sorted(os.environ.items()),
-                      os.stat(packages).st_mtime_ns if os.path.isdir(packages) else 0])
-    return os.path.join(folder, hashlib.sha256(key.encode()).hexdigest()[:16] + ".sock")
+    key = json.dumps([sys.executable, sys.version, PRELOAD, sorted(os.environ.items()), installed])
+    path = os.path.join(folder, hashlib.sha256(key.encode()).hexdigest()[:16] + ".sock")
+    return path if len(path.encode()) < 100 else None  # a socket's path has ~107 bytes at most
 
 
 def hand_off(gpus: int) -> None:
@@ -123,6 +128,9 @@ def connect(path: str) -> socket.socket | None:
     """A connection to the server, started here if none is starting. A job waits for a starting server rather
     than import everything itself: on 2 cores, the first jobs importing beside the server took twice as long
     as waiting for it. None (run cold) when the server gives up (its lock is free again) or takes too long."""
+    with contextlib.suppress(OSError):
+        if time.time() - os.stat(path + ".failed").st_mtime < FAILED_SECONDS:
+            return None  # a server for these settings failed to start lately: no job waits for another
     deadline, spawned_at = time.monotonic() + STARTUP_SECONDS, None
     while True:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -160,19 +168,25 @@ def serve(path: str) -> None:
     except OSError:
         return  # another job started the server first
     os.chdir("/")  # hold no job's folder
-    for name in PRELOAD:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
-    if "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
-        return  # a fork could not use CUDA
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    server.bind(path)
-    os.chmod(path, 0o600)
-    server.listen(64)
+    try:
+        for name in PRELOAD:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+        if "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
+            raise RuntimeError("CUDA was initialised while importing: a fork could not use it")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        server.bind(path)
+        os.chmod(path, 0o600)
+        server.listen(64)
+    except BaseException as error:
+        with open(path + ".failed", "w") as note:
+            note.write(f"{type(error).__name__}: {error}\n")
+        raise
     server.settimeout(IDLE_SECONDS)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # killed, the server still removes its files
     try:
         while True:
             try:
@@ -182,7 +196,8 @@ def serve(path: str) -> None:
             if os.fork() == 0:
                 server.close()
                 lock.close()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the job's own subprocesses must be waitable
+                for signum in (signal.SIGCHLD, signal.SIGTERM):  # a job's own subprocesses must be waitable,
+                    signal.signal(signum, signal.SIG_DFL)  # and SIGTERM is the job's to handle, as when cold
                 run_child(conn)
             conn.close()
     finally:

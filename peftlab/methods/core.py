@@ -239,6 +239,7 @@ def save_peft_format(model: nn.Module, cfg: MethodConfig, out_dir: str | os.Path
     if isinstance(model, PeftModel):  # prefix tuning and the `peft` method: peft's own wrapper saves itself
         model.save_pretrained(tmp)
         (tmp / "README.md").unlink(missing_ok=True)  # a generated model card: not part of the method
+        config = model.peft_config["default"]
     else:
         config = copy.deepcopy(model.peft_config["default"])
         heads = head_names(model)
@@ -254,10 +255,22 @@ def save_peft_format(model: nn.Module, cfg: MethodConfig, out_dir: str | os.Path
                  for name, p in trainable_state_dict(model).items()}
         config.save_pretrained(tmp)
         save_file(state, tmp / PEFT_FILES[1], metadata={"format": "pt"})
+    sort_set_fields(tmp / PEFT_FILES[0], config)
     checksums = {f"{PEFT_DIR}/{name}": hashlib.sha256((tmp / name).read_bytes()).hexdigest() for name in PEFT_FILES}
     follow_umask(tmp)
     replace_dir(tmp, out)
     return checksums
+
+
+def sort_set_fields(config_file: Path, config) -> None:
+    """peft writes a config's set fields (target_modules, IA3's feedforward_modules) as lists in hash order, which
+    changes from process to process: sorted, one run saved twice gives the same bytes and the same sha256."""
+    sets = {name for name, value in vars(config).items() if isinstance(value, set)}
+    fields = json.loads(config_file.read_text())
+    for name in sets & fields.keys():
+        if isinstance(fields[name], list):
+            fields[name] = sorted(fields[name])
+    config_file.write_text(json.dumps(fields, indent=2, sort_keys=True))  # peft's own layout
 
 
 def read_method_files(out_dir: str | os.PathLike, sha256: Mapping[str, str]) -> dict[str, bytes]:
