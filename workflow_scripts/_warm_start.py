@@ -86,7 +86,7 @@ def socket_path() -> str | None:
 def hand_off(gpus: int) -> None:
     """Run this job in a warm fork and exit with its code; return at once where that is off or no server
     answers (the job then runs here, cold, and the first such job starts a server for the next ones)."""
-    if not enabled(gpus):
+    if not enabled(gpus) or not os.path.isfile(sys.argv[0]):  # a fork re-runs a script file (not python -c)
         return
     path = socket_path()
     conn = connect(path) if path else None
