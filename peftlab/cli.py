@@ -61,6 +61,16 @@ def _plots(args: argparse.Namespace) -> None:
         write_plots(con, args.out)
 
 
+def _mlflow(args: argparse.Namespace) -> None:
+    from peftlab.results.mlflow_export import export_to_mlflow
+
+    if not args.tracking_uri:
+        raise ValueError("say where to export: --tracking-uri (e.g. sqlite:///mlflow.db, http://host:5000) "
+                         "or MLFLOW_TRACKING_URI")
+    counts = export_to_mlflow(args.db, args.tracking_uri, study=args.study)
+    print(f"exported to {args.tracking_uri}: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
+
+
 def run_state(run_dir: Path) -> tuple[str, str]:
     """(finished | failed | pending, detail) of one run from its records: failed when any stage recorded a
     failure or skip, finished when train, eval and bench records all exist, else pending (what is missing)."""
@@ -153,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also load what has finished so far into the results database")
     s.add_argument("--db", type=Path, default=DEFAULT_DB, help=db_help + " (with --aggregate)")
     s.set_defaults(func=_status)
+
+    m = sub.add_parser("mlflow", help="export runs, training curves and scores to MLflow (peftlab[mlflow])")
+    m.add_argument("--db", type=Path, default=DEFAULT_DB, help=db_help)
+    m.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                   help="MLflow tracking store: sqlite:///mlflow.db (offline), http://host:5000, ... "
+                        "(default: $MLFLOW_TRACKING_URI); one experiment per study")
+    m.add_argument("--study", help="only this study's runs")
+    m.set_defaults(func=_mlflow)
     return parser
 
 
@@ -167,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # reporting the pipe again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (FileNotFoundError, ValueError, duckdb.Error) as e:
+    except (FileNotFoundError, ValueError, ImportError, duckdb.Error) as e:
         print(f"peftlab {args.command}: error: {e}", file=sys.stderr)
         return 1
     return 0
