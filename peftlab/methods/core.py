@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import PeftModel
+from peft import PeftConfig, PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.other import ModulesToSaveWrapper
 from safetensors.torch import load as load_bytes
@@ -262,7 +262,7 @@ def save_peft_format(model: nn.Module, cfg: MethodConfig, out_dir: str | os.Path
     return checksums
 
 
-def sort_set_fields(config_file: Path, config) -> None:
+def sort_set_fields(config_file: Path, config: PeftConfig) -> None:
     """peft writes a config's set fields (target_modules, IA3's feedforward_modules) as lists in hash order, which
     changes from process to process: sorted, one run saved twice gives the same bytes and the same sha256."""
     sets = {name for name, value in vars(config).items() if isinstance(value, set)}
