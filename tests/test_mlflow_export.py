@@ -3,6 +3,7 @@ client and compared with the database; exporting again changes nothing; a re-eva
 run instead of adding one."""
 
 import json
+import sys
 from pathlib import Path
 
 import duckdb
@@ -105,3 +106,14 @@ def test_export_errors_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "no results database" in capsys.readouterr().err
     assert main(["mlflow", "--db", str(tmp_path / "results.duckdb")]) == 1
     assert "--tracking-uri" in capsys.readouterr().err
+
+
+def test_without_mlflow_the_command_says_what_to_install(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    dirs = write_synthetic_grid(tmp_path / "results", study="demo", tasks=["en-de"], methods=["full"], budgets=[],
+                                seeds=[0])
+    aggregate(dirs, tmp_path / "results.duckdb")
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", None)  # as if mlflow were not installed
+    assert main(["mlflow", "--db", str(tmp_path / "results.duckdb"), "--tracking-uri", "sqlite:///x.db"]) == 1
+    assert "pip install 'peftlab[mlflow]'" in capsys.readouterr().err
+    assert not Path("x.db").exists()
